@@ -1,0 +1,406 @@
+"""How much GPU memory a DPO run needs, before it runs; what to change when it won't fit.
+
+A training step holds, at its peak (the start of the backward pass):
+
+- **weights**: 4 bytes per parameter (fp32: under mixed precision they are the "master
+  weights" the optimizer updates), and under autocast a 16-bit copy of every matrix that
+  goes through a linear layer (2 bytes per such parameter), made in the forward pass and
+  kept for the backward pass;
+- **reference model**: a second fp32 copy (``reference="model"``), or nothing: log-probs
+  precomputed once (``"precomputed"``) or the LoRA policy with its adapters switched off
+  (``"adapters"``);
+- **gradients** (4 bytes) and **AdamW's two moments** (8 bytes) per *trainable* parameter:
+  every parameter, or only the LoRA adapters (the frozen base gets neither);
+- **activations** saved for the backward pass, for ``2 x batch`` rows (chosen and rejected
+  in one batch) of ``T`` tokens;
+- **logits**: ``2B x T x vocab`` values upcast to fp32 for the log-softmax: the saved
+  log-softmax, its gradient and its input's gradient live together when the backward
+  pass starts (three fp32 copies), and a per-step reference forward adds a fourth.
+
+Activations follow the method of Korthikanti et al. 2022 ("Reducing Activation
+Recomputation in Large Transformer Models"): count the tensors each layer saves for its
+backward pass. Their GPT layer saves ``s*b*h*(34 + 5*a*s/h)`` bytes in fp16 (with dropout
+masks, a 4h GeLU MLP and the attention matrix stored). A Llama layer in ``transformers``,
+with SDPA attention (no s x s attention matrix kept, only its mask), no dropout, a SwiGLU
+MLP of width ``i``, RMSNorm computed in fp32, query width ``q = heads * head_dim`` and
+key/value width ``k``, saves per token, with ``e`` bytes per 16-bit-or-fp32 activation:
+
+    fp32 (e = 4):      24h + 4 * (2q + 2k' + 4i + T)          + 4a + 8
+    autocast (e = 2):  16h + 5eh + e * (2q + 2k' + 4i + T)    + 4a + 8
+
+- ``16h``: the residual stream and normalised hidden states, kept in fp32 (2 norms x 2);
+- ``8h`` in fp32, or ``5eh`` under autocast: the inputs of the projections (autocast casts
+  the norm's output separately for each of q, k, v and for gate, up: 5 copies);
+- ``2q + 2k'``: SDPA's saved query, key, value and output (``k' = q`` when grouped-query
+  attention repeats keys and values, as ``transformers`` does whenever there is a padding
+  mask; ``k' = k`` otherwise); ``4i``: SwiGLU's gate, its SiLU, up, and their product;
+  ``T``: the attention mask as a float ``T x T`` per row; ``4a + 8``: softmax statistics.
+
+With gradient checkpointing a layer keeps only its fp32 input (``4h`` per token) and one
+layer's activations are rebuilt at a time during the backward pass. LoRA on every linear
+layer of a block adds, per token, the rank-``r`` intermediates (7 of them) and, under
+autocast, the 16-bit casts of the adapters' inputs (5h + q + 2i).
+
+Accuracy: against peaks measured on a CPU (``measured_peak``) for the course's models the
+estimate is within 15% and errs on the high side (tests/test_memory.py); on a GPU the
+caching allocator and the CUDA context (several hundred MB, outside PyTorch's count) come
+on top, hence ``HEADROOM``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+import torch
+
+REFERENCES = ("model", "precomputed", "adapters")
+HEADROOM = 0.85  # share of a GPU's memory a plan may fill: allocator slack, CUDA context
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of a Llama-like decoder that memory depends on."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool  # input embedding shared with the output layer
+    qkv_bias: bool = False  # Qwen2-style biases on the q, k, v projections
+
+    @classmethod
+    def from_config(cls, config: Any) -> Shape:
+        """From a ``transformers`` config or its ``config.json`` dict (missing keys take
+        ``LlamaConfig``'s defaults: no tied embeddings, one key/value head per head)."""
+        c = config if isinstance(config, dict) else config.to_dict()
+        heads = c["num_attention_heads"]
+        return cls(hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=heads,
+                   kv_heads=c.get("num_key_value_heads") or heads,
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads,
+                   intermediate=c["intermediate_size"], vocab=c["vocab_size"],
+                   tied=bool(c.get("tie_word_embeddings", False)),
+                   qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")))
+
+    @property
+    def q(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def k(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def layer_linear_params(self) -> int:
+        h, q, k, i = self.hidden, self.q, self.k, self.intermediate
+        return h * q + 2 * h * k + q * h + 3 * h * i
+
+    def linear_params(self) -> int:
+        """Parameters that go through ``F.linear`` (what autocast copies to 16-bit): every
+        projection of every block, and the output layer."""
+        return self.layers * self.layer_linear_params() + self.vocab * self.hidden
+
+    def n_params(self) -> int:
+        """All parameters (a tied embedding counted once)."""
+        h, L = self.hidden, self.layers
+        per_layer = self.layer_linear_params() + 2 * h + (self.q + 2 * self.k) * self.qkv_bias
+        return self.vocab * h * (1 if self.tied else 2) + L * per_layer + h
+
+    def lora_params(self, r: int) -> int:
+        """Adapter parameters of rank-``r`` LoRA on every linear layer of every block
+        (q, k, v, o, gate, up, down; ``r * (in + out)`` each)."""
+        h, q, k, i = self.hidden, self.q, self.k, self.intermediate
+        return self.layers * r * ((h + q) + 2 * (h + k) + (q + h) + 2 * (h + i) + (i + h))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will be trained and how: the inputs of the estimate."""
+
+    shape: Shape
+    batch_pairs: int  # pairs per micro-batch: 2x as many rows go through the model
+    seq_len: int  # tokens per row (prompt + response) of the longest batch
+    mixed_precision: bool = False  # autocast to 16-bit over fp32 weights
+    lora_r: int | None = None  # None: full fine-tuning
+    reference: str = "precomputed"
+    checkpointing: bool = False  # gradient checkpointing, one layer rebuilt at a time
+
+    def __post_init__(self):
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if self.reference == "adapters" and self.lora_r is None:
+            raise ValueError("reference='adapters' needs LoRA (lora_r): the reference is the "
+                             "model with its adapters switched off")
+        if self.batch_pairs < 1 or self.seq_len < 2:
+            raise ValueError(f"need batch_pairs >= 1 and seq_len >= 2, got {self.batch_pairs} "
+                             f"and {self.seq_len}")
+
+    @property
+    def tokens(self) -> int:
+        """Token positions in one micro-batch: 2 x batch_pairs rows of seq_len."""
+        return 2 * self.batch_pairs * self.seq_len
+
+    def trainable(self) -> int:
+        return self.shape.n_params() if self.lora_r is None else self.shape.lora_params(self.lora_r)
+
+
+def layer_activation_bytes(plan: Plan) -> int:
+    """Bytes one block saves for its backward pass, per token (module docstring)."""
+    s, T = plan.shape, plan.seq_len
+    h, q, i = s.hidden, s.q, s.intermediate
+    kv = q if s.kv_heads < s.heads else s.k  # keys and values repeated per query head
+    e = 2 if plan.mixed_precision else 4
+    inputs = 5 * e * h if plan.mixed_precision else 8 * h
+    per_token = 16 * h + inputs + e * (2 * q + 2 * kv + 4 * i + T) + 4 * s.heads + 8
+    if plan.lora_r is not None:
+        per_token += 7 * e * plan.lora_r
+    return per_token
+
+
+def activation_bytes(plan: Plan) -> int:
+    """Every block's saved activations and the final norm's. Checkpointed: every block's
+    fp32 input, plus the one block rebuilt at a time in the backward pass, counted beyond
+    the logits' buffers (freed by the time the first block is rebuilt)."""
+    s, n = plan.shape, plan.tokens
+    final_norm = n * (8 + (2 if plan.mixed_precision else 4)) * s.hidden
+    block = n * layer_activation_bytes(plan)
+    if not plan.checkpointing:
+        return s.layers * block + final_norm
+    return s.layers * n * 4 * s.hidden + final_norm + max(0, block - logits_bytes(plan))
+
+
+def logits_bytes(plan: Plan) -> int:
+    copies = 3 + (plan.reference in ("model", "adapters"))
+    return copies * plan.tokens * plan.shape.vocab * 4
+
+
+def autocast_copies(plan: Plan) -> int:
+    """Parameters whose 16-bit casts are held from the forward to the backward pass: every
+    linear layer's, or, checkpointed, the output layer's and one rebuilt block's."""
+    if not plan.mixed_precision:
+        return 0
+    s = plan.shape
+    if plan.checkpointing:
+        return s.vocab * s.hidden + s.layer_linear_params()
+    return s.linear_params()
+
+
+@dataclass
+class Estimate:
+    """Bytes per part of a training step's peak, and the plan they were computed for."""
+
+    plan: Plan
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def fits(self, gpu_bytes: int, headroom: float = HEADROOM) -> bool:
+        return self.total <= headroom * gpu_bytes
+
+    def table(self) -> pd.DataFrame:
+        """One row per part, in GiB, and the total."""
+        rows = {**self.parts, "total": self.total}
+        return pd.DataFrame({"GiB": [v / GIB for v in rows.values()]},
+                            index=list(rows)).round(3)
+
+    def __str__(self) -> str:
+        width = max(map(len, self.parts))
+        lines = [f"{k:<{width}}  {v / GIB:8.3f} GiB" for k, v in self.parts.items()]
+        return "\n".join([*lines, f"{'total':<{width}}  {self.total / GIB:8.3f} GiB"])
+
+
+def estimate(plan: Plan) -> Estimate:
+    """The peak memory of one training step of ``plan``, part by part."""
+    s, p = plan.shape, plan.trainable()
+    parts = {
+        "weights (fp32)": 4 * s.n_params(),
+        "16-bit weight copies (autocast)": 2 * autocast_copies(plan),
+        "reference model": 4 * s.n_params() if plan.reference == "model" else 0,
+        "gradients": 4 * p,
+        "AdamW moments": 8 * p,
+        "activations": activation_bytes(plan),
+        "logits (fp32)": logits_bytes(plan),
+    }
+    return Estimate(plan, parts)
+
+
+# --- when it won't fit -----------------------------------------------------------------------
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _largest_batch(plan: Plan, gpu_bytes: int) -> int | None:
+    b = plan.batch_pairs
+    while b > 1:
+        b //= 2
+        if estimate(replace(plan, batch_pairs=b)).fits(gpu_bytes):
+            return b
+    return None
+
+
+def suggest(est: Estimate, gpu_bytes: int) -> list[str]:
+    """Concrete changes that bring ``est`` under ``HEADROOM`` of ``gpu_bytes``, each with
+    its new estimate; empty when it already fits. The last line combines changes when no
+    single one is enough."""
+    if est.fits(gpu_bytes):
+        return []
+    plan = est.plan
+    out = []
+
+    def add(text: str, new: Plan) -> None:
+        e = estimate(new)
+        verdict = "fits" if e.fits(gpu_bytes) else "still too big"
+        out.append(f"{text}: {_gib(est.total)} -> {_gib(e.total)} ({verdict})")
+
+    b = _largest_batch(plan, gpu_bytes)
+    if b is not None:
+        accum = math.ceil(plan.batch_pairs / b)
+        add(f"batch_size {plan.batch_pairs} -> {b} with grad_accum x{accum} (the same pairs "
+            f"per optimizer step)", replace(plan, batch_pairs=b))
+    if not plan.checkpointing:
+        add("gradient checkpointing (about 1/3 more compute: each block's forward runs "
+            "twice)", replace(plan, checkpointing=True))
+    if plan.reference == "model":
+        add("precomputed reference log-probs (no second model in memory)",
+            replace(plan, reference="precomputed"))
+    if plan.lora_r is None:
+        add("LoRA, rank 16 (only the adapters get gradients and AdamW moments; the reference "
+            "is the model with its adapters switched off)",
+            replace(plan, lora_r=16, reference="adapters"))
+    combined = replace(plan, checkpointing=True,
+                       reference="precomputed" if plan.reference == "model" else plan.reference)
+    if plan.lora_r is None and not estimate(combined).fits(gpu_bytes):
+        combined = replace(combined, lora_r=16, reference="adapters")
+    b = 1 if not estimate(combined).fits(gpu_bytes) else \
+        _largest_batch(replace(combined, batch_pairs=2 * plan.batch_pairs), gpu_bytes) or 1
+    b = min(b, plan.batch_pairs)
+    combined = replace(combined, batch_pairs=b)
+    if not any(s.endswith("(fits)") for s in out):
+        changes = [f"batch_size {b}" + (f" with grad_accum x{math.ceil(plan.batch_pairs / b)}"
+                                        if b < plan.batch_pairs else "")]
+        changes += ["gradient checkpointing"] if not plan.checkpointing else []
+        changes += [f"reference {combined.reference}"] if combined.reference != plan.reference \
+            else []
+        changes += ["LoRA rank 16"] if combined.lora_r != plan.lora_r else []
+        add("together: " + ", ".join(changes), combined)
+    e = estimate(combined)
+    if not e.fits(gpu_bytes):
+        out.append(f"even so {_gib(e.total)} exceeds {HEADROOM:.0%} of {_gib(gpu_bytes)}: "
+                   f"shorten max_length (now {plan.seq_len} tokens) or pick a smaller model")
+    return out
+
+
+class OutOfMemory(RuntimeError):
+    """Training ran out of device memory; the message says what to change."""
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an out-of-memory error (CUDA, MPS or CPU)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
+
+
+def oom_message(est: Estimate, gpu_bytes: int, err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    lines = [f"Out of memory: {first[:200]}",
+             f"The estimate for this run was {_gib(est.total)} on a device of "
+             f"{_gib(gpu_bytes)}:", *("  " + line for line in str(est).splitlines())]
+    tips = suggest(est, gpu_bytes)
+    if not tips:  # the estimate said it fits: allocator slack, other tensors, a longer batch
+        tips = suggest(est, int(est.total / HEADROOM * 0.75))
+        lines.append("The estimate fitted, so something else holds memory (another model "
+                     "still loaded, earlier runs in this kernel: restart it), or batches "
+                     "were longer than estimated. To fit with a wide margin:")
+    else:
+        lines.append("To make it fit:")
+    return "\n".join([*lines, *("  - " + t for t in tips)])
+
+
+def run_with_oom_help(fn: Callable[[], Any], est: Estimate, gpu_bytes: int) -> Any:
+    """``fn()``, or, if it runs out of memory, an ``OutOfMemory`` error whose message holds
+    the estimate and ``suggest``'s changes instead of the allocator's traceback."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - only out-of-memory errors are translated
+        if not is_oom(err):
+            raise
+        message = oom_message(est, gpu_bytes, err)
+    gc.collect()  # the failed step's tensors went with the exception's frames
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise OutOfMemory(message)
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet_stderr_fd():
+    """Silence file descriptor 2 (the profiler's C++ code prints start/stop lines there)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def resident_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def cpu_peak(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``fn()`` and the most bytes the CPU allocator held during it beyond what was held
+    when it started: the running sum of the profiler's allocation and free events."""
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                  profile_memory=True)
+    with _quiet_stderr_fd():
+        prof.start()
+    try:
+        result = fn()
+    finally:
+        with _quiet_stderr_fd():
+            prof.stop()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return result, peak
+
+
+def measured_peak(fn: Callable[[], Any], model: torch.nn.Module) -> tuple[Any, int]:
+    """``fn()`` and its peak memory on ``model``'s device: ``max_memory_allocated`` on a
+    GPU; on a CPU, the model's resident bytes plus ``cpu_peak``."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device)
+    base = resident_bytes(model)
+    result, peak = cpu_peak(fn)
+    return result, base + peak

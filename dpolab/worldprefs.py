@@ -1,0 +1,153 @@
+"""World preference datasets, and audits of any preference data against the gold judge.
+
+Two kinds of pairs, both labelled by simulated annotators (``annotators.Annotator``:
+Bradley–Terry on the gold scores, ``temperature`` sets the noise):
+
+- **off-policy**: two demonstrator responses to the same prompt. Cheap and varied, but
+  written by someone other than the model being trained.
+- **on-policy**: two samples from the model itself (the SFT model) for the same prompt,
+  the data DPO's derivation assumes (Rafailov et al. 2023, section 4).
+
+Pairs come from training prompts by default; ``split="eval"`` draws held-out prompts,
+whose texts the world keeps disjoint from training ones. Identical responses carry no
+preference and are skipped, and so are unfinished samples (cut at the token limit) and
+empty ones (eos first); all are counted in ``Pairs.skipped``.
+
+The audit reads any pairs with world prompts: label agreement with the gold judge, ties
+(equal gold scores: the label is a coin flip), length bias (how often chosen is the
+longer response), duplicates and contradictions (the same pair labelled both ways).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import evaluate, judge, world
+from .annotators import Annotator
+from .demonstrator import SFT_MIXTURE, Demonstrator, Mixture
+
+
+class Pairs(list):
+    """A list of preference rows that also counts what was skipped to build it."""
+
+    def __init__(self, rows=(), skipped: Counter | None = None):
+        super().__init__(rows)
+        self.skipped = Counter() if skipped is None else skipped
+
+
+def _row(prompt: world.Prompt, label, annotator_temperature: float, source: str) -> dict:
+    gold_chosen = judge.score(prompt, label.chosen).total
+    return {"prompt": prompt.text, "chosen": label.chosen, "rejected": label.rejected,
+            "family": prompt.task.family, "kind": prompt.task.kind,
+            "gold_chosen": round(gold_chosen, 4),
+            "gold_rejected": round(gold_chosen - label.gold_margin, 4),
+            "p_chosen": round(label.p_chosen, 4), "temperature": annotator_temperature,
+            "source": source}
+
+
+def offpolicy_pairs(n: int, seed: int = 0, temperature: float = 0.1,
+                    mixture: Mixture = SFT_MIXTURE, split: str = "train",
+                    families: tuple[str, ...] = world.FAMILIES) -> Pairs:
+    """``n`` pairs of two demonstrator responses per prompt, labelled with annotator
+    noise ``temperature``."""
+    demo = Demonstrator(mixture, seed=seed)
+    annotator = Annotator(temperature, seed=seed)
+    out = Pairs()
+    for prompt in world.World(seed).iter_prompts(split, families):
+        if len(out) == n:
+            break
+        a, b = demo.respond(prompt), demo.respond(prompt)
+        if a == b:
+            out.skipped["identical"] += 1
+            continue
+        out.append(_row(prompt, annotator.label(prompt, a, b), temperature, "demonstrator"))
+    return out
+
+
+def onpolicy_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n: int,
+                   seed: int = 0, temperature: float = 0.1, split: str = "train",
+                   families: tuple[str, ...] = world.FAMILIES, max_new_tokens: int = 48,
+                   sampling_temperature: float = 1.0, batch_size: int = 128) -> Pairs:
+    """``n`` pairs of two samples of ``model`` per prompt (``evaluate.sample``), labelled
+    with annotator noise ``temperature``."""
+    annotator = Annotator(temperature, seed=seed)
+    stream = world.World(seed).iter_prompts(split, families)
+    out = Pairs()
+    for round_ in itertools.count():
+        if len(out) == n:
+            break
+        needed = n - len(out)
+        prompts = list(itertools.islice(stream, min(batch_size // 2, needed + needed // 4 + 4)))
+        gens = evaluate.sample(model, tokenizer, prompts + prompts, max_new_tokens=max_new_tokens,
+                               temperature=sampling_temperature, batch_size=batch_size,
+                               seed=seed * 1000 + round_)
+        for prompt, a, b in zip(prompts, gens[:len(prompts)], gens[len(prompts):], strict=True):
+            if len(out) == n:
+                break
+            if not (a.finished and b.finished):
+                out.skipped["unfinished"] += 1
+            elif not (a.response.strip() and b.response.strip()):
+                out.skipped["empty"] += 1
+            elif a.response == b.response:
+                out.skipped["identical"] += 1
+            else:
+                out.append(_row(prompt, annotator.label(prompt, a.response, b.response),
+                                temperature, "model"))
+    return out
+
+
+# --- audits ----------------------------------------------------------------------------
+
+def _prompt_text(prompt: str | list[dict]) -> str:
+    return prompt if isinstance(prompt, str) else \
+        [m["content"] for m in prompt if m["role"] == "user"][-1]
+
+
+@dataclass(frozen=True)
+class Audit:
+    pairs: int
+    gold_agreement: float  # share of non-tied pairs whose chosen has the higher gold score
+    ties: float  # share of pairs with equal gold scores
+    chosen_longer: float  # share of pairs whose chosen response has more characters
+    gold_longer: float  # share of non-tied pairs whose gold-better response is longer
+    duplicates: int  # rows repeating an earlier (prompt, chosen, rejected)
+    contradictions: int  # rows whose pair appears earlier with the opposite label
+
+    def __str__(self) -> str:
+        return (f"pairs: {self.pairs}\n"
+                f"label agrees with the gold judge: {self.gold_agreement:.1%} of non-tied pairs\n"
+                f"ties (equal gold scores, coin-flip labels): {self.ties:.1%}\n"
+                f"chosen is longer: {self.chosen_longer:.1%} "
+                f"(the gold-better response is longer in {self.gold_longer:.1%})\n"
+                f"duplicates: {self.duplicates}   contradictions: {self.contradictions}")
+
+
+def audit(rows: list[dict]) -> Audit:
+    """Audit explicit-form rows (text responses) whose prompts are world prompts."""
+    if not rows:
+        raise ValueError("no pairs to audit")
+    agree = ties = longer = gold_longer = duplicates = contradictions = 0
+    seen: set[tuple[str, str, str]] = set()
+    for r in rows:
+        prompt = _prompt_text(r["prompt"])
+        c, j = judge.score(prompt, r["chosen"]).total, judge.score(prompt, r["rejected"]).total
+        longer += len(r["chosen"]) > len(r["rejected"])
+        if c == j:
+            ties += 1
+        else:
+            agree += c > j
+            better, worse = (r["chosen"], r["rejected"]) if c > j else (r["rejected"], r["chosen"])
+            gold_longer += len(better) > len(worse)
+        key = (prompt, r["chosen"], r["rejected"])
+        duplicates += key in seen
+        contradictions += (prompt, r["rejected"], r["chosen"]) in seen
+        seen.add(key)
+    n, decided = len(rows), len(rows) - ties
+    return Audit(pairs=n, gold_agreement=agree / decided if decided else float("nan"),
+                 ties=ties / n, chosen_longer=longer / n,
+                 gold_longer=gold_longer / decided if decided else float("nan"),
+                 duplicates=duplicates, contradictions=contradictions)
