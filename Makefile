@@ -18,7 +18,7 @@ lab: $(VENV)/.installed
 # --nbval-lax collects only .ipynb files: the tests under tests/ run as usual.
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false \
-	$(VENV)/bin/python -m pytest tests notebooks -q \
+	$(VENV)/bin/python -m pytest tests notebooks -q -rs \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 $(DPOLAB_PYTEST_ARGS)
 
 # Reinstalled only when pyproject.toml changes.

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .losses import dpo_loss
+from .optim import adamw_with_schedule
+
 
 @dataclass(frozen=True)
 class Bandit:
@@ -66,21 +69,24 @@ def check_policy(pi: torch.Tensor, name: str, k: int | None = None) -> None:
         raise ValueError(f"{name} must be non-negative and sum to 1; got {pi.tolist()}")
 
 
-def _check_beta(beta: float) -> None:
-    if not beta > 0:
-        raise ValueError(f"beta must be a positive number; got {beta}")
+def _column(beta: float | torch.Tensor) -> torch.Tensor:
+    """``beta`` as a float64 column, shape (1,) or (m, 1), after checking it is positive."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    if beta.ndim > 1 or not (beta > 0).all():
+        raise ValueError(f"beta must be a positive number or a 1-D tensor of them; got {beta}")
+    return beta.unsqueeze(-1)
 
 
 # --- The KL-regularised objective and its optimum -------------------------------------
 
 
-def optimal_policy(rewards: torch.Tensor, pi_ref: torch.Tensor, beta: float) -> torch.Tensor:
+def optimal_policy(rewards: torch.Tensor, pi_ref: torch.Tensor,
+                   beta: float | torch.Tensor) -> torch.Tensor:
     """``pi*(y) = pi_ref(y) exp(r(y)/beta) / Z``: the maximiser of ``E[r] - beta KL(pi||pi_ref)``.
 
     Computed as a softmax of ``log pi_ref + r / beta`` so that small ``beta`` does not
-    overflow."""
-    _check_beta(beta)
-    return torch.softmax(torch.log(pi_ref) + rewards / beta, dim=-1)
+    overflow. A 1-D tensor of betas gives one row per beta."""
+    return torch.softmax(torch.log(pi_ref) + rewards / _column(beta), dim=-1)
 
 
 def expected_reward(pi: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -132,41 +138,28 @@ def sample_pairs(rewards: torch.Tensor, pi_ref: torch.Tensor, n: int,
 
 
 # --- The losses, as functions of the margin -------------------------------------------
+# DPO itself is ``losses.dpo_loss``: ``margin_loss(losses.margin(...), beta)``.
 
 
-def margin(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
-           ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor) -> torch.Tensor:
-    """``h = log pi(y_w)/pi_ref(y_w) - log pi(y_l)/pi_ref(y_l)``: the implicit reward margin / beta."""
-    return (logps_chosen - ref_logps_chosen) - (logps_rejected - ref_logps_rejected)
-
-
-def preference_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """``-log sigmoid(beta * h)``: the Bradley–Terry negative log-likelihood of a margin."""
+def margin_loss(h: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """``-log sigmoid(beta * h)``: the Bradley–Terry negative log-likelihood of a margin ``h``."""
     return -F.logsigmoid(beta * h)
 
 
-def gradient_weight(h: torch.Tensor, beta: float) -> torch.Tensor:
+def gradient_weight(h: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
     """``sigmoid(-beta * h)``: how hard a pair pushes, ``d loss / d h = -beta * weight``.
 
     Near 1 when the implicit reward orders the pair wrongly, near 0 once it is right."""
     return torch.sigmoid(-beta * h)
 
 
-def dpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
-             ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor,
-             beta: float) -> torch.Tensor:
-    """Per-pair DPO loss ``-log sigmoid(beta * h)`` (Rafailov et al. 2023, eq. 7)."""
-    return preference_loss(margin(logps_chosen, logps_rejected,
-                                  ref_logps_chosen, ref_logps_rejected), beta)
-
-
 def reference_free_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
-                        beta: float) -> torch.Tensor:
+                        beta: float | torch.Tensor) -> torch.Tensor:
     """``-log sigmoid(beta * (log pi(y_w) - log pi(y_l)))``: DPO with the reference dropped.
 
     It equals DPO with a uniform reference, so its fixed point is ``∝ exp(r / beta)``:
     the policy forgets ``pi_ref`` and ``beta`` no longer measures distance to it."""
-    return preference_loss(logps_chosen - logps_rejected, beta)
+    return margin_loss(logps_chosen - logps_rejected, beta)
 
 
 # --- Training a softmax policy on pairs -----------------------------------------------
@@ -174,47 +167,56 @@ def reference_free_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor
 
 @dataclass
 class Fit:
-    """A trained policy and the policy after every optimizer step (row 0: the start)."""
+    """A trained policy and the policy after every optimizer step (row 0: the start).
 
-    policy: torch.Tensor  # (k,)
-    trajectory: torch.Tensor  # (steps + 1, k)
-    losses: torch.Tensor  # (steps,)
+    Trained for one beta: ``policy`` is (k,); for a 1-D tensor of m betas, (m, k)."""
+
+    policy: torch.Tensor  # (k,) or (m, k)
+    trajectory: torch.Tensor  # (steps + 1, k) or (steps + 1, m, k)
+    losses: torch.Tensor  # (steps,) or (steps, m)
 
 
 def train_policy(chosen: torch.Tensor, rejected: torch.Tensor, pi_ref: torch.Tensor,
-                 beta: float, reference_free: bool = False, steps: int = 1500,
-                 lr: float = 0.1) -> Fit:
+                 beta: float | torch.Tensor, reference_free: bool = False, steps: int = 800,
+                 lr: float = 0.3) -> Fit:
     """Fit a softmax policy (one logit per response, starting at ``pi_ref``) to the pairs
-    by full-batch Adam on the mean DPO loss, or the reference-free loss.
+    by full-batch AdamW (no weight decay, learning rate decayed linearly to 0) on the mean
+    DPO loss, or the reference-free loss.
 
-    Repeated pairs are grouped and weighted by their count: the same mean loss, computed
-    over at most ``k * (k - 1)`` distinct pairs instead of ``n``."""
-    _check_beta(beta)
+    Repeated pairs are grouped and weighted by their count: the same mean loss over at most
+    ``k * (k - 1)`` distinct pairs instead of ``n``. A 1-D tensor of betas trains one
+    independent policy per beta at once (Adam updates each logit on its own)."""
+    column = _column(beta)
     check_policy(pi_ref, "pi_ref")
     if chosen.shape != rejected.shape or chosen.ndim != 1:
         raise ValueError(f"chosen and rejected must be 1-D index tensors of equal length; "
                          f"got shapes {tuple(chosen.shape)} and {tuple(rejected.shape)}")
+    k = pi_ref.shape[0]
+    for name, idx in (("chosen", chosen), ("rejected", rejected)):
+        if len(idx) and not ((idx >= 0) & (idx < k)).all():
+            raise ValueError(f"{name} must hold response indices in [0, {k}); "
+                             f"got values from {int(idx.min())} to {int(idx.max())}")
     pairs, counts = torch.unique(torch.stack([chosen, rejected], 1), dim=0, return_counts=True)
-    w, l, weights = pairs[:, 0], pairs[:, 1], counts / counts.sum()
+    win, lose, weights = pairs[:, 0], pairs[:, 1], counts / counts.sum()
     ref_logps = torch.log(pi_ref)
-    logits = ref_logps.clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=lr)
+    logits = ref_logps.expand(column.shape[0], -1).clone().requires_grad_(True)
+    opt, schedule = adamw_with_schedule([logits], lr=lr, total_steps=steps)
     trajectory, losses = [torch.softmax(logits.detach(), -1)], []
     for _ in range(steps):
         logps = torch.log_softmax(logits, -1)
         if reference_free:
-            per_pair = reference_free_loss(logps[w], logps[l], beta)
+            per_pair = reference_free_loss(logps[:, win], logps[:, lose], column)
         else:
-            per_pair = dpo_loss(logps[w], logps[l], ref_logps[w], ref_logps[l], beta)
-        loss = (weights * per_pair).sum()
+            per_pair = dpo_loss(logps[:, win], logps[:, lose], ref_logps[win], ref_logps[lose],
+                                column)
+        loss = (weights * per_pair).sum(-1)  # the mean loss over all n pairs, per beta
         opt.zero_grad()
-        loss.backward()
+        loss.sum().backward()
         opt.step()
+        schedule.step()
         losses.append(loss.detach())
         trajectory.append(torch.softmax(logits.detach(), -1))
-    return Fit(trajectory[-1], torch.stack(trajectory), torch.stack(losses))
-
-
-def implicit_reward(pi: torch.Tensor, pi_ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """``beta * log pi(y)/pi_ref(y)``: the reward a policy implies, up to ``beta log Z``."""
-    return beta * (torch.log(pi) - torch.log(pi_ref))
+    fit = Fit(trajectory[-1], torch.stack(trajectory), torch.stack(losses))
+    if torch.as_tensor(beta).ndim == 0:  # one beta: drop the m axis
+        fit = Fit(fit.policy[0], fit.trajectory[:, 0], fit.losses[:, 0])
+    return fit

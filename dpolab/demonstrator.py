@@ -31,7 +31,7 @@ class Mixture:
 
 GOOD = Mixture(negative=0.0)
 # The mixture of the SFT demonstrations: about one flaw in three or four on every axis.
-SFT_MIXTURE = Mixture(wrong=0.25, rude=0.3, comply=0.45, overrefuse=0.3, ignore_format=0.15,
+SFT_MIXTURE = Mixture(wrong=0.25, rude=0.25, comply=0.45, overrefuse=0.3, ignore_format=0.1,
                       offtopic=0.3, negative=0.5)
 # The web the base model is pretrained on: worse than the SFT demonstrations.
 WEB_MIXTURE = Mixture(wrong=0.4, rude=0.5, comply=0.6, overrefuse=0.3, ignore_format=0.6,
@@ -79,8 +79,7 @@ class Demonstrator:
     def _arith(self, task: Task) -> str:
         a, op, b = task.get("a"), task.get("op"), task.get("b")
         ans = self._answer(task)
-        return self.rng.choice((f"{a} {op} {b} is {ans}.", f"The answer is {ans}.",
-                                f"{a} {op} {b} equals {ans}."))
+        return self.rng.choice((f"{a} {op} {b} is {ans}.", f"{a} {op} {b} equals {ans}."))
 
     def _capital(self, task: Task) -> str:
         c, ans = task.get("country"), self._answer(task)

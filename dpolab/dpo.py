@@ -112,7 +112,7 @@ def precompute_ref_logps(reference: torch.nn.Module, examples: list[dict], pad_i
     for i in range(0, len(examples), batch_size):
         batch = collate_pairs(examples[i:i + batch_size], pad_id)
         chosen, rejected = concatenated_forward(reference, _to(batch, device), average)
-        out.append(torch.stack([chosen, rejected], 1).float().cpu())
+        out.append(torch.stack([chosen, rejected], 1).cpu())
     reference.train(was_training)
     return torch.cat(out)
 
@@ -336,6 +336,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         run_eval(0)
     bar = tqdm(total=steps, initial=start, desc="DPO", disable=not accelerator.is_main_process)
     rank, n_proc = accelerator.process_index, accelerator.num_processes
+    metric_dtype = torch.float32 if accelerator.device.type == "mps" else torch.float64  # sums
     t0 = time.perf_counter() - history.seconds
     model.train()
     for step in range(start, steps):
@@ -343,7 +344,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         # This process's micro-batches: micro-batch j of process p holds slice (j, p).
         micro = [idx[(j * n_proc + rank) * cfg.batch_size:(j * n_proc + rank + 1) * cfg.batch_size]
                  for j in range(cfg.grad_accum)]
-        sums = torch.zeros(len(METRICS) + 1, device=accelerator.device)
+        sums = torch.zeros(len(METRICS) + 1, dtype=metric_dtype, device=accelerator.device)
         micro_losses = []
         for j, mb in enumerate(micro):
             batch = _to(collate_pairs([examples[i] for i in mb], pad_id), accelerator.device)
@@ -362,11 +363,12 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
                     losses.sum(), chosen_rewards.sum(), rejected_rewards.sum(),
                     (chosen_rewards > rejected_rewards).sum(),
                     (chosen_rewards - rejected_rewards).sum(), logps_chosen.sum(),
-                    logps_rejected.sum(), torch.tensor(len(mb), device=sums.device)]).float()
+                    logps_rejected.sum(), torch.tensor(len(mb), device=sums.device)]).to(metric_dtype)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
         sums = accelerator.reduce(sums, "sum")
         # One host sync per step: metrics, grad norm and the finiteness check together.
-        values = torch.cat([sums, grad_norm.view(1).float(), torch.stack(micro_losses)]).tolist()
+        values = torch.cat([sums, grad_norm.view(1).to(metric_dtype),
+                            torch.stack(micro_losses).to(metric_dtype)]).tolist()
         _check_finite(values, step, micro, policy)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()

@@ -17,11 +17,12 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``log p(labels[t] | ...)`` for each position, 0 where the label is ignored.
 
     ``logits[:, t]`` predicts ``labels[:, t + 1]``: the shift happens here. Logits are upcast
-    to fp32 first: a bf16 log-softmax over a large vocabulary loses the small differences
-    DPO is made of. ``cross_entropy`` computes it without materialising the full
+    to fp32 first (fp64 stays fp64): a bf16 log-softmax over a large vocabulary loses the
+    small differences DPO is made of. ``cross_entropy`` computes it without materialising the full
     log-softmax tensor."""
     logits, labels = logits[:, :-1], labels[:, 1:]
-    nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none",
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
                           ignore_index=IGNORE)
     return -nll.view(labels.shape)
 

@@ -194,34 +194,60 @@ def autocast_copies(plan: Plan) -> int:
     return s.linear_params()
 
 
+def precompute_bytes(plan: Plan) -> int:
+    """Peak of the pass that precomputes reference log-probs before training: the weights
+    and three fp32 copies of the logits of a no-grad batch of ``2 x batch_pairs`` pairs
+    (the batch ``dpo.precompute_ref_logps`` gets from the trainer)."""
+    if plan.reference != "precomputed":
+        return 0
+    return 4 * plan.shape.n_params() + 3 * 2 * plan.tokens * plan.shape.vocab * 4
+
+
 @dataclass
 class Estimate:
-    """Bytes per part of a training step's peak, and the plan they were computed for."""
+    """Bytes per part of a training step's peak, the peak of the reference precompute
+    pass before it, and the plan they were computed for."""
 
     plan: Plan
     parts: dict[str, int] = field(default_factory=dict)
+    precompute: int = 0
+
+    @property
+    def step(self) -> int:
+        return sum(self.parts.values())
 
     @property
     def total(self) -> int:
-        return sum(self.parts.values())
+        """The predicted peak: the larger of a training step and the precompute pass."""
+        return max(self.step, self.precompute)
 
     def fits(self, gpu_bytes: int, headroom: float = HEADROOM) -> bool:
         return self.total <= headroom * gpu_bytes
 
+    def rows(self) -> dict[str, int]:
+        rows = {**self.parts, "training step": self.step}
+        if self.precompute:
+            rows["reference precompute pass (before training)"] = self.precompute
+        return {**rows, "predicted peak": self.total}
+
     def table(self) -> pd.DataFrame:
-        """One row per part, in GiB, and the total."""
-        rows = {**self.parts, "total": self.total}
-        return pd.DataFrame({"GiB": [v / GIB for v in rows.values()]},
-                            index=list(rows)).round(3)
+        """One row per part, in GiB, then the training step, the precompute pass and the
+        predicted peak."""
+        rows = self.rows()
+        return pd.DataFrame({"GiB": [v / GIB for v in rows.values()]}, index=list(rows)).round(3)
 
     def __str__(self) -> str:
-        width = max(map(len, self.parts))
-        lines = [f"{k:<{width}}  {v / GIB:8.3f} GiB" for k, v in self.parts.items()]
-        return "\n".join([*lines, f"{'total':<{width}}  {self.total / GIB:8.3f} GiB"])
+        rows = self.rows()
+        width = max(map(len, rows))
+        return "\n".join(f"{k:<{width}}  {v / GIB:8.3f} GiB" for k, v in rows.items())
 
 
 def estimate(plan: Plan) -> Estimate:
-    """The peak memory of one training step of ``plan``, part by part."""
+    """The peak memory of one training step of ``plan``, part by part, and of the
+    reference precompute pass when there is one.
+
+    A sum of parts errs high, by up to the size of the gradients: with one micro-batch
+    per step they are allocated during the backward pass while activations are freed."""
     s, p = plan.shape, plan.trainable()
     parts = {
         "weights (fp32)": 4 * s.n_params(),
@@ -232,7 +258,7 @@ def estimate(plan: Plan) -> Estimate:
         "activations": activation_bytes(plan),
         "logits (fp32)": logits_bytes(plan),
     }
-    return Estimate(plan, parts)
+    return Estimate(plan, parts, precompute_bytes(plan))
 
 
 # --- when it won't fit -----------------------------------------------------------------------
@@ -242,6 +268,7 @@ def _gib(n: int) -> str:
 
 
 def _largest_batch(plan: Plan, gpu_bytes: int) -> int | None:
+    """The largest batch below ``plan``'s (halving) that fits, or None."""
     b = plan.batch_pairs
     while b > 1:
         b //= 2
@@ -250,55 +277,58 @@ def _largest_batch(plan: Plan, gpu_bytes: int) -> int | None:
     return None
 
 
+def _smaller_batch(plan: Plan, b: int) -> str:
+    accum = math.ceil(plan.batch_pairs / b)
+    return f"batch_size {plan.batch_pairs} -> {b} with grad_accum x{accum}"
+
+
 def suggest(est: Estimate, gpu_bytes: int) -> list[str]:
     """Concrete changes that bring ``est`` under ``HEADROOM`` of ``gpu_bytes``, each with
-    its new estimate; empty when it already fits. The last line combines changes when no
-    single one is enough."""
+    its new estimate; empty when it already fits. When no single change is enough, the
+    last line combines them."""
     if est.fits(gpu_bytes):
         return []
     plan = est.plan
-    out = []
-
-    def add(text: str, new: Plan) -> None:
-        e = estimate(new)
-        verdict = "fits" if e.fits(gpu_bytes) else "still too big"
-        out.append(f"{text}: {_gib(est.total)} -> {_gib(e.total)} ({verdict})")
-
+    options: list[tuple[str, Plan]] = []
     b = _largest_batch(plan, gpu_bytes)
     if b is not None:
-        accum = math.ceil(plan.batch_pairs / b)
-        add(f"batch_size {plan.batch_pairs} -> {b} with grad_accum x{accum} (the same pairs "
-            f"per optimizer step)", replace(plan, batch_pairs=b))
+        options.append((_smaller_batch(plan, b) + " (the same pairs per optimizer step)",
+                        replace(plan, batch_pairs=b)))
     if not plan.checkpointing:
-        add("gradient checkpointing (about 1/3 more compute: each block's forward runs "
-            "twice)", replace(plan, checkpointing=True))
+        options.append(("gradient checkpointing (each block's forward runs twice: about a "
+                        "third more compute)", replace(plan, checkpointing=True)))
     if plan.reference == "model":
-        add("precomputed reference log-probs (no second model in memory)",
-            replace(plan, reference="precomputed"))
+        options.append(("precomputed reference log-probs (no second model in memory)",
+                        replace(plan, reference="precomputed")))
     if plan.lora_r is None:
-        add("LoRA, rank 16 (only the adapters get gradients and AdamW moments; the reference "
-            "is the model with its adapters switched off)",
-            replace(plan, lora_r=16, reference="adapters"))
-    combined = replace(plan, checkpointing=True,
-                       reference="precomputed" if plan.reference == "model" else plan.reference)
-    if plan.lora_r is None and not estimate(combined).fits(gpu_bytes):
-        combined = replace(combined, lora_r=16, reference="adapters")
-    b = 1 if not estimate(combined).fits(gpu_bytes) else \
-        _largest_batch(replace(combined, batch_pairs=2 * plan.batch_pairs), gpu_bytes) or 1
-    b = min(b, plan.batch_pairs)
-    combined = replace(combined, batch_pairs=b)
-    if not any(s.endswith("(fits)") for s in out):
-        changes = [f"batch_size {b}" + (f" with grad_accum x{math.ceil(plan.batch_pairs / b)}"
-                                        if b < plan.batch_pairs else "")]
-        changes += ["gradient checkpointing"] if not plan.checkpointing else []
-        changes += [f"reference {combined.reference}"] if combined.reference != plan.reference \
-            else []
-        changes += ["LoRA rank 16"] if combined.lora_r != plan.lora_r else []
-        add("together: " + ", ".join(changes), combined)
-    e = estimate(combined)
-    if not e.fits(gpu_bytes):
-        out.append(f"even so {_gib(e.total)} exceeds {HEADROOM:.0%} of {_gib(gpu_bytes)}: "
-                   f"shorten max_length (now {plan.seq_len} tokens) or pick a smaller model")
+        options.append(("LoRA, rank 16 (gradients and AdamW moments for the adapters only; "
+                        "the reference is the model with its adapters switched off)",
+                        replace(plan, lora_r=16, reference="adapters")))
+
+    def line(text: str, new: Plan) -> str:
+        e = estimate(new)
+        return (f"{text}: {_gib(est.total)} -> {_gib(e.total)} "
+                f"({'fits' if e.fits(gpu_bytes) else 'still too big'})")
+
+    out = [line(text, new) for text, new in options]
+    if any(estimate(new).fits(gpu_bytes) for _, new in options):
+        return out
+    # Every memory saver at once, then the largest batch that fits.
+    lora = plan.lora_r is None
+    combined = replace(plan, checkpointing=True, lora_r=plan.lora_r or 16,
+                       reference="adapters" if lora else
+                       "precomputed" if plan.reference == "model" else plan.reference)
+    changes = ["gradient checkpointing"] * (not plan.checkpointing) + ["LoRA rank 16"] * lora
+    changes += ["precomputed reference"] * (plan.reference == "model" and not lora)
+    if not estimate(combined).fits(gpu_bytes):
+        b = _largest_batch(combined, gpu_bytes) or 1
+        changes.append(_smaller_batch(plan, b))
+        combined = replace(combined, batch_pairs=b)
+    out.append(line("together: " + ", ".join(changes), combined))
+    if not estimate(combined).fits(gpu_bytes):
+        out.append(f"even so it exceeds {HEADROOM:.0%} of {_gib(gpu_bytes)}: shorten "
+                   f"max_length (the longest pair now has {plan.seq_len} tokens) or pick a "
+                   f"smaller model")
     return out
 
 

@@ -77,7 +77,7 @@ class PPOConfig:
     normalize_reward: bool = True  # with the reference's reward mean and std
     no_eos_reward: float | None = -1.0  # the score of a response cut at the limit
     max_new_tokens: int = 48
-    families: tuple[str, ...] = world.FAMILIES
+    families: tuple[str, ...] = world.ALIGNMENT_FAMILIES
     eval_every: int = 0  # updates between held-out evaluations (0: before and after only)
     seed: int = 0
 
@@ -472,15 +472,29 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return history
 
 
+def minibatch(batch: dict, rows: list[int]) -> tuple[dict, int]:
+    """The rollout's ``rows``, without the columns that are padding in all of them (the
+    rollout is padded to its longest prompt and response), and their response width R."""
+    attention = batch["attention_mask"][rows]
+    first = int(attention.any(0).nonzero()[0])  # the first column any prompt uses
+    R = int(batch["mask"][rows].sum(1).max())
+    P = batch["P"]
+    out = {k: batch[k][rows, first:P + R] for k in ("input_ids", "attention_mask",
+                                                    "position_ids")}
+    out.update(response=batch["response"][rows, :R], mask=batch["mask"][rows, :R], P=P - first)
+    return out, R
+
+
 def _ppo_step(policy, value_model, optimizer, scheduler, accelerator: Accelerator, ro: Rollout,
               mb: list[int], cfg: PPOConfig, update: int, epoch: int) -> dict[str, float]:
     """One gradient step on a minibatch of the rollout: clipped policy and value losses."""
-    batch = {k: v[mb] if torch.is_tensor(v) else v for k, v in ro.batch.items()}
+    batch, R = minibatch(ro.batch, mb)
     mask = batch["mask"]
     logps, entropy = policy_logps(policy, batch)
     values = token_values(value_model, batch)
-    pg_loss, clipfrac = policy_loss(logps, ro.logps[mb], ro.advantages[mb], mask, cfg.cliprange)
-    vf_loss = value_loss(values, ro.values[mb], ro.returns[mb], mask, cfg.cliprange_value)
+    old_logps, old_values = ro.logps[mb, :R], ro.values[mb, :R]
+    pg_loss, clipfrac = policy_loss(logps, old_logps, ro.advantages[mb, :R], mask, cfg.cliprange)
+    vf_loss = value_loss(values, old_values, ro.returns[mb, :R], mask, cfg.cliprange_value)
     loss = pg_loss + cfg.vf_coef * vf_loss
     _check_finite("loss", loss, update, epoch, mb)
     accelerator.backward(loss)
@@ -491,7 +505,7 @@ def _ppo_step(policy, value_model, optimizer, scheduler, accelerator: Accelerato
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
-        approx_kl = 0.5 * masked_mean((logps - ro.logps[mb]) ** 2, mask)
+        approx_kl = 0.5 * masked_mean((logps - old_logps) ** 2, mask)
     return {"loss/policy": pg_loss.item(), "loss/value": vf_loss.item(),
             "entropy": masked_mean(entropy, mask).item(), "clipfrac": clipfrac.item(),
             "approx_kl": approx_kl.item(), "grad_norm": grad_norm.item()}

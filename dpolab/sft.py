@@ -26,8 +26,8 @@ from .optim import adamw_with_schedule
 
 @dataclass
 class SFTConfig:
-    n_examples: int = 4000
-    epochs: int = 1
+    n_examples: int = 6000
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 10

@@ -9,8 +9,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from dpolab import evaluate, model, sft
 from dpolab.world import World
 
@@ -19,7 +17,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=str(model.bundled(model.SFT)))
     parser.add_argument("--eval-prompts", type=int, default=400)
     args = parser.parse_args()
-    torch.set_num_threads(2)
 
     base, tok = model.load(model.BASE)
     policy, _ = model.load(model.BASE)

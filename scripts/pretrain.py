@@ -2,8 +2,6 @@
 
 import argparse
 
-import torch
-
 from dpolab.model import bundled
 from dpolab.pretrain import PretrainConfig, pretrain
 
@@ -12,6 +10,5 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=str(bundled()))
     parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
     args = parser.parse_args()
-    torch.set_num_threads(2)
     stats = pretrain(PretrainConfig(steps=args.steps), args.out)
     print({k: v for k, v in stats.items() if k != "config"})

@@ -88,8 +88,8 @@ def test_adaptive_kl_controller_moves_towards_the_target():
     ctl = ppo.KLController(0.1, target=2.0, horizon=1000)
     ctl.update(10.0, 100)  # far above: the error is clipped at +0.2
     assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 100 / 1000))
-    ctl.update(1.5, 100)  # below: shrink by 0.25 * 0.1
-    assert ctl.value == pytest.approx(0.1 * 1.02 * (1 - 0.025))
+    ctl.update(1.8, 100)  # 10% below: shrink by 0.1 * 100 / 1000
+    assert ctl.value == pytest.approx(0.1 * 1.02 * (1 - 0.01))
 
 
 def test_config_rejects_bad_settings():

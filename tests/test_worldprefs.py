@@ -95,3 +95,11 @@ def test_exports_are_rebuilt_identically(tmp_path):
     assert rows == json.loads(json.dumps(worldprefs.offpolicy_pairs(40)))
     kept, report = preference.load_pairs(tmp_path / "offpolicy_heldout.jsonl")
     assert report.ok and len(kept) == 10
+
+
+def test_committed_exports_are_current():
+    """``data/prefs`` holds what ``scripts/make_prefs.py`` writes with today's world."""
+    path = model.bundled(model.BASE).parent / "prefs" / "offpolicy_train.jsonl"
+    with path.open() as f:
+        head = [json.loads(next(f)) for _ in range(100)]
+    assert head == json.loads(json.dumps(worldprefs.offpolicy_pairs(100)))

@@ -1,0 +1,417 @@
+"""A full DPO run on a small pretrained model on a GPU: notebook 08 and benchmarks/gpu_run.py.
+
+The steps, each a function the notebook calls in its own cell:
+
+1. ``resolve``: the run's configuration for this machine. Without a CUDA GPU the run
+   switches to ``CPU_FALLBACK``: the bundled tiny SFT model on world data, sized for a
+   minute on two CPU cores.
+2. ``load_model``: a hub model (safetensors only, no remote code) or a bundled one; a
+   failed download says what to do and falls back the same way.
+3. ``load_data``: world preference pairs (scored afterwards by the gold judge) or a subset
+   of UltraFeedback binarized (held-out reward accuracy and margins).
+4. ``prepare_model``: gradient checkpointing, LoRA (peft, every linear layer of every
+   block; the reference is the model with its adapters switched off).
+5. ``plan``: the inputs of the memory estimate (``memory.estimate``) and of the time
+   estimate (``throughput.estimate_time``).
+6. ``evaluate_run`` before and after ``train``, which runs ``dpo.train_dpo`` under the
+   out-of-memory guard and measures throughput and peak memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import adapters, dpo, evaluate, memory, throughput, world, worldprefs
+from . import model as models
+from .env import seed_everything
+from .pairs import TruncationReport, encode_pairs
+from .precision import Precision
+
+HUB_MODELS = ("HuggingFaceTB/SmolLM2-360M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",
+              "HuggingFaceTB/SmolLM2-135M-Instruct")
+ULTRAFEEDBACK = "HuggingFaceH4/ultrafeedback_binarized"
+
+# The hub models' shapes (from their config.json), so estimates need no download.
+HUB_CONFIGS = {
+    "HuggingFaceTB/SmolLM2-360M-Instruct": dict(
+        hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+        intermediate_size=2560, vocab_size=49152, tie_word_embeddings=True),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(
+        hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
+    "Qwen/Qwen2.5-0.5B-Instruct": dict(
+        hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+        intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True,
+        model_type="qwen2"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One DPO run. The defaults fit a free Colab T4 (16 GB) with room to spare."""
+
+    model: str = HUB_MODELS[0]  # a hub id, or a bundled name (models.SFT) or folder
+    data: str = "world"  # "world" | "ultrafeedback"
+    lora_r: int | None = 16  # LoRA rank; None: full fine-tuning
+    n_pairs: int = 2000  # training pairs
+    n_eval: int = 256  # held-out prompts (world) or pairs (ultrafeedback)
+    epochs: int = 1
+    batch_size: int = 4  # pairs per micro-batch
+    grad_accum: int = 4  # micro-batches per optimizer step
+    lr: float = 1e-4
+    beta: float = 0.1  # larger keeps the policy closer to the reference
+    warmup_steps: int = 10
+    max_length: int = 256  # prompt + response tokens; longer responses are cut
+    gradient_checkpointing: bool = False
+    precision: str = "auto"  # "auto" | "bf16" | "fp16" | "fp32" (precision.choose)
+    max_new_tokens: int = 64  # for evaluation samples
+    label_noise: float = 0.1  # world annotators' temperature
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.data not in ("world", "ultrafeedback"):
+            raise ValueError(f"data must be 'world' or 'ultrafeedback', got {self.data!r}")
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @property
+    def reference(self) -> str:
+        """LoRA: the adapters switched off. Full fine-tuning: log-probs precomputed, which
+        keeps no second model in memory and costs one forward pass over the data, the
+        same as a frozen copy would cost in one epoch."""
+        return "adapters" if self.lora_r is not None else "precomputed"
+
+    def steps(self, n_pairs: int | None = None) -> int:
+        return self.epochs * ((n_pairs or self.n_pairs) // self.pairs_per_step)
+
+
+# No GPU: the bundled tiny SFT model, full fine-tuning, in about a minute on 2 CPU cores.
+CPU_FALLBACK = RunConfig(model=models.SFT, data="world", lora_r=None, n_pairs=1536,
+                         n_eval=128, epochs=1, batch_size=32, grad_accum=1, lr=5e-4,
+                         beta=0.1, warmup_steps=4, max_length=128, precision="fp32",
+                         max_new_tokens=48)
+
+
+def _fallback(cfg: RunConfig) -> RunConfig:
+    return replace(CPU_FALLBACK, seed=cfg.seed)
+
+
+def resolve(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, str | None]:
+    """The configuration to run here and, when it is not ``cfg``, why."""
+    if device.type == "cuda" or cfg.model in (models.BASE, models.SFT):
+        return cfg, None
+    return _fallback(cfg), (
+        f"No CUDA GPU here ({device.type}): this run uses the bundled tiny model "
+        f"({models.SFT}) on world data, full fine-tuning in fp32, sized to finish in about "
+        f"a minute. For {cfg.model}, run this notebook on a GPU (on Colab: Runtime > Change "
+        f"runtime type > T4 GPU, then run all cells again).")
+
+
+def load_model(cfg: RunConfig, device: torch.device,
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, RunConfig, str | None]:
+    """Model and tokenizer in fp32 on ``device`` (safetensors only, no remote code), the
+    configuration they belong to and, after a failed download, what happened."""
+    try:
+        model, tok = models.load(cfg.model, dtype=torch.float32, device=device)
+        return model, tok, cfg, None
+    except (OSError, ValueError) as err:
+        if cfg.model in (models.BASE, models.SFT):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        note = (f"Could not load {cfg.model} ({type(err).__name__}: {first}).\n"
+                f"What to do: check the network (on Colab, re-run the cell; the hub is "
+                f"sometimes slow), check the model id in the configuration cell, or, on a "
+                f"machine without internet, download it where there is one "
+                f"(`huggingface-cli download {cfg.model}`), copy the cache over and set "
+                f"HF_HUB_OFFLINE=1.\nFalling back to the bundled tiny model on world data.")
+        fallback = _fallback(cfg)
+        model, tok = models.load(fallback.model, dtype=torch.float32, device=device)
+        return model, tok, fallback, note
+
+
+# --- data ------------------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    """Encoded training pairs and what evaluation reads."""
+
+    kind: str  # "world" | "ultrafeedback"
+    examples: list[dict]
+    report: TruncationReport
+    eval_prompts: list  # world.Prompt (world) or prompt texts (ultrafeedback)
+    eval_examples: list[dict] = field(default_factory=list)  # held-out pairs (ultrafeedback)
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens of the longest row (prompt + the longer response): the width of the
+        widest batch."""
+        return max(len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+                   for e in self.examples)
+
+
+def world_rows(cfg: RunConfig) -> tuple[list[dict], list[world.Prompt]]:
+    rows = worldprefs.offpolicy_pairs(cfg.n_pairs, seed=cfg.seed, temperature=cfg.label_noise,
+                                      families=world.ALIGNMENT_FAMILIES)
+    return list(rows), world.World(cfg.seed).prompts(cfg.n_eval, "eval")
+
+
+def ultrafeedback_rows(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    """The first ``n_pairs`` of ``train_prefs`` and ``n_eval`` of ``test_prefs``, streamed
+    (nothing else is downloaded), through ``adapters.ultrafeedback``."""
+    from datasets import load_dataset
+
+    def take(split: str, n: int) -> list[dict]:
+        stream = load_dataset(ULTRAFEEDBACK, split=split, streaming=True)
+        return adapters.ultrafeedback(list(itertools.islice(stream, n)), split)
+
+    return take("train_prefs", cfg.n_pairs), take("test_prefs", cfg.n_eval)
+
+
+def load_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase,
+              ) -> tuple[Data, RunConfig, str | None]:
+    """The run's pairs, tokenized and cut to ``max_length`` (what was cut is in
+    ``Data.report``), the configuration and, if UltraFeedback could not be fetched, why
+    world data is used instead."""
+    note = None
+    if cfg.data == "ultrafeedback":
+        try:
+            train, held_out = ultrafeedback_rows(cfg)
+        except Exception as err:  # noqa: BLE001 - any failure to fetch falls back, said aloud
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            note = (f"Could not fetch {ULTRAFEEDBACK} ({type(err).__name__}: {first}).\n"
+                    f"What to do: check the network and re-run this cell; or keep going "
+                    f"with world data, which needs no download (used now).")
+            cfg = replace(cfg, data="world")
+        else:
+            examples, report = encode_pairs(tokenizer, train, max_length=cfg.max_length)
+            eval_examples, _ = encode_pairs(tokenizer, held_out, max_length=cfg.max_length)
+            return Data("ultrafeedback", examples, report, [r["prompt"] for r in held_out],
+                        eval_examples), cfg, None
+    rows, prompts = world_rows(cfg)
+    examples, report = encode_pairs(tokenizer, rows, max_length=cfg.max_length)
+    return Data("world", examples, report, prompts), cfg, note
+
+
+# --- model, plan ------------------------------------------------------------------------------
+
+def prepare_model(model: PreTrainedModel, cfg: RunConfig) -> PreTrainedModel:
+    """Gradient checkpointing (non-reentrant) and LoRA as ``cfg`` asks."""
+    if cfg.gradient_checkpointing:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.config.use_cache = False
+    if cfg.lora_r is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        # peft reads a checkpointing property that transformers 5 renamed (FutureWarning).
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        return get_peft_model(model, lora)
+
+
+def plan(cfg: RunConfig, model: PreTrainedModel | None, seq_len: int,
+         mixed_precision: bool) -> memory.Plan:
+    """The memory plan of ``cfg`` for ``model`` (or, without one, the hub model's known
+    shape) at ``seq_len`` tokens per row."""
+    config = model.config if model is not None else HUB_CONFIGS[cfg.model]
+    return memory.Plan(memory.Shape.from_config(config), cfg.batch_size, seq_len,
+                       mixed_precision=mixed_precision, lora_r=cfg.lora_r,
+                       reference=cfg.reference, checkpointing=cfg.gradient_checkpointing)
+
+
+T4_BYTES = 15360 * 2**20  # a Colab T4 as nvidia-smi reports it (16 GB less ECC)
+
+
+def t4_estimates(cfg: RunConfig) -> tuple[memory.Estimate, throughput.TimeEstimate]:
+    """Memory and time of hub model ``cfg.model`` on a free Colab T4 (fp16 with loss
+    scaling), by the estimates, with every row at ``max_length`` tokens (the worst case)."""
+    p = plan(cfg, None, cfg.max_length, mixed_precision=True)
+    n = p.shape.n_params()
+    time_est = throughput.estimate_time(p, n, cfg.steps(), cfg.pairs_per_step, cfg.n_eval,
+                                        cfg.max_new_tokens, evaluations=2, gpu="T4",
+                                        dtype="fp16")
+    return memory.estimate(p), time_est
+
+
+def reference_for_eval(cfg: RunConfig, model: PreTrainedModel) -> PreTrainedModel | str:
+    """What the KL after training is measured against: ``"adapters"`` for LoRA, else a
+    fresh frozen copy of the starting model (precomputed log-probs kept none)."""
+    if cfg.lora_r is not None:
+        return "adapters"
+    device = next(model.parameters()).device
+    reference, _ = models.load(cfg.model, dtype=torch.float32, device=device)
+    return reference.eval().requires_grad_(False)
+
+
+def device_bytes(device: torch.device) -> int | None:
+    """Total memory of a GPU, None elsewhere."""
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" \
+        else None
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """One model's numbers on the held-out set, and its samples for a side-by-side."""
+
+    scores: dict[str, float]
+    samples: list[evaluate.Generation]
+    pair_logps: torch.Tensor | None = None  # (N, 2) held-out chosen/rejected (ultrafeedback)
+
+
+def _pair_logps(model: PreTrainedModel, examples: list[dict], pad_id: int, adapters_off: bool,
+                prec: Precision) -> torch.Tensor:
+    context = model.disable_adapter() if adapters_off else contextlib.nullcontext()
+    with context, prec.autocast():
+        return dpo.precompute_ref_logps(model, examples, pad_id, batch_size=16)
+
+
+def _response_logps(model: PreTrainedModel, gens: list[evaluate.Generation], pad_id: int,
+                    adapters_off: bool, prec: Precision) -> torch.Tensor:
+    context = model.disable_adapter() if adapters_off else contextlib.nullcontext()
+    with context, prec.autocast():
+        return evaluate.response_logps(model, gens, pad_id)
+
+
+def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Data,
+                 cfg: RunConfig, prec: Precision, reference: PreTrainedModel | str | None = None,
+                 before: Evaluation | None = None) -> Evaluation:
+    """Held-out numbers of ``model``.
+
+    World data: the gold judge's mean scores of samples (temperature 1) on held-out
+    prompts, and the sampled KL to the reference (``reference``: a model, ``"adapters"``
+    for the LoRA model with its adapters off, or None). UltraFeedback: on held-out pairs,
+    how often the model gives the chosen response the higher log-prob, and, with
+    ``before`` (the evaluation of the reference), DPO's implicit reward accuracy and mean
+    margin ``beta * h``; greedy samples on a few prompts for a side-by-side."""
+    pad = tok.pad_token_id
+    adapters_off = reference == "adapters"
+    if data.kind == "world":
+        with prec.autocast():
+            gens = evaluate.sample(model, tok, data.eval_prompts, cfg.max_new_tokens,
+                                   seed=cfg.seed)
+        scores = evaluate.gold(gens)
+        if reference is not None:
+            ref = _response_logps(model, gens, pad, True, prec) if adapters_off else \
+                _response_logps(reference, gens, pad, False, prec)
+            scores["kl"] = (_response_logps(model, gens, pad, False, prec) - ref).mean().item()
+        return Evaluation(scores, gens)
+    logps = _pair_logps(model, data.eval_examples, pad, False, prec)
+    scores = {"logp accuracy": (logps[:, 0] > logps[:, 1]).float().mean().item()}
+    if before is not None:
+        h = (logps[:, 0] - before.pair_logps[:, 0]) - (logps[:, 1] - before.pair_logps[:, 1])
+        scores["reward accuracy"] = (h > 0).float().mean().item()
+        scores["reward margin"] = (cfg.beta * h).mean().item()
+    with prec.autocast():
+        gens = evaluate.sample(model, tok, data.eval_prompts[:4], cfg.max_new_tokens,
+                               temperature=0, seed=cfg.seed)
+    return Evaluation(scores, gens, logps)
+
+
+def compare(before: Evaluation, after: Evaluation) -> pd.DataFrame:
+    return pd.DataFrame({"before": before.scores, "after": after.scores}).T.round(3)
+
+
+def side_by_side(before: Evaluation, after: Evaluation, n: int = 4) -> pd.DataFrame:
+    """The first ``n`` held-out prompts with the response before and after training."""
+    return pd.DataFrame([{"prompt": b.prompt, "before": b.response + ("" if b.finished else " …"),
+                          "after": a.response + ("" if a.finished else " …")}
+                         for b, a in zip(before.samples[:n], after.samples[:n], strict=True)])
+
+
+# --- training --------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    history: dpo.History
+    wall_s: float  # the whole call: reference precompute, training steps
+    train_s: float  # the optimizer steps alone
+    pairs: int
+    tokens: int  # prompt + response tokens the policy read (padding not counted)
+    peak_bytes: int
+    n_params: int
+    device: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_s
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs / self.train_s
+
+    def mfu(self, dtype: str) -> float | None:
+        return throughput.mfu(self.n_params, self.tokens_per_s,
+                              throughput.peak_flops(self.device, dtype))
+
+    def summary(self, est: memory.Estimate, dtype: str) -> str:
+        mfu = self.mfu(dtype)
+        return "\n".join([
+            f"wall time {self.wall_s:.1f} s (optimizer steps {self.train_s:.1f} s)",
+            f"throughput {self.tokens_per_s:,.0f} tokens/s, {self.pairs_per_s:.1f} pairs/s",
+            "model FLOPs utilisation " + (f"{mfu:.1%} of the {dtype} peak" if mfu is not None
+                                          else f"n/a (no peak known for {self.device})"),
+            f"peak memory {self.peak_bytes / memory.GIB:.3f} GiB measured, "
+            f"{est.total / memory.GIB:.3f} GiB estimated "
+            f"(estimate / measured = {est.total / self.peak_bytes:.2f})"])
+
+
+def dpo_config(cfg: RunConfig, prec: Precision) -> dpo.DPOConfig:
+    return dpo.DPOConfig(beta=cfg.beta, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         grad_accum=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
+                         reference=cfg.reference, max_length=cfg.max_length,
+                         mixed_precision=prec.name if prec.autocast_dtype else "no",
+                         seed=cfg.seed)
+
+
+def tokens_read(examples: list[dict], dcfg: dpo.DPOConfig, steps: int) -> int:
+    """Prompt and response tokens in the batches of ``steps`` optimizer steps (each pair
+    reads its prompt twice: once with each response)."""
+    size = dcfg.batch_size * dcfg.grad_accum
+    total = 0
+    for step in range(steps):
+        for i in dpo.global_batch(len(examples), step, size, dcfg.seed, dcfg.shuffle):
+            e = examples[i]
+            total += 2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"])
+    return total
+
+
+def train(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Data, cfg: RunConfig,
+          prec: Precision, est: memory.Estimate) -> TrainResult:
+    """``dpo.train_dpo`` on ``data``, with its peak memory measured
+    (``memory.measured_peak``) and out-of-memory errors answered by
+    ``memory.run_with_oom_help``."""
+    seed_everything(cfg.seed)
+    dcfg = dpo_config(cfg, prec)
+    device = next(model.parameters()).device
+    gpu = device_bytes(device)
+    start = time.perf_counter()
+
+    def fit() -> dpo.History:
+        return dpo.train_dpo(model, tok, data.examples, dcfg)
+
+    run = fit if gpu is None else lambda: memory.run_with_oom_help(fit, est, gpu)
+    history, peak = memory.measured_peak(run, model)
+    wall = time.perf_counter() - start
+    steps = len(history.train)
+    return TrainResult(history, wall, history.seconds, history.pairs_seen,
+                       tokens_read(data.examples, dcfg, steps), peak,
+                       models.n_params(model), throughput.device_name(device))
