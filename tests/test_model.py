@@ -84,7 +84,7 @@ def test_default_path_never_touches_the_network(tmp_path):
         from dpolab.world import World
         World(0).prompts(100)
         m, tok = model.load(model.SFT)
-        cfg = sft.SFTConfig(n_examples=64, batch_size=16)
+        cfg = sft.SFTConfig(n_examples=64, batch_size=16, epochs=1)
         h = sft.train_sft(m, tok, sft.demonstrations(cfg.n_examples), cfg)
         assert len(h.loss) == 4
         print("ok")

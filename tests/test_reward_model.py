@@ -79,8 +79,11 @@ def test_calibration_counts_both_orders_and_most_wrong_orients_by_gold():
                            "gold_rejected": [0.0, 0.5, 0.0]})
     scored["p_model"] = torch.sigmoid(torch.tensor(scored.r_chosen - scored.r_rejected)).numpy()
     table = RM.calibration(scored, bins=4)
-    assert table.pairs.sum() == 6
-    assert table.empirical.iloc[-1] == pytest.approx(1.0)  # p=0.88: the chosen side
+    # Both orders of 3 pairs: p = 0.88, 0.5, 0.12 with outcome 1, and 0.12, 0.5, 0.88 with 0.
+    assert table.pairs.tolist() == [2, 2, 2]
+    top = table.iloc[-1]  # pair a agreed with the label at 0.88, pair c reversed disagreed
+    assert top.predicted == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert top.empirical == 0.5
     acc = RM.accuracy(scored)
     assert acc == {"annotators": pytest.approx(1 / 3), "gold": 0.5, "pairs": 3, "gold_ties": 1}
     worst = RM.most_wrong(scored, n=1).iloc[0]

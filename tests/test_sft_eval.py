@@ -32,7 +32,7 @@ def test_demonstrations_are_deterministic():
 
 
 def test_same_seed_same_sft_loss_history():
-    cfg = sft.SFTConfig(n_examples=96, batch_size=16)
+    cfg = sft.SFTConfig(n_examples=96, batch_size=16, epochs=1)
     examples = sft.demonstrations(cfg.n_examples)
     runs = []
     for _ in range(2):
@@ -46,7 +46,7 @@ def test_sft_teaches_format_and_stopping():
     m, tok = model.load(model.BASE)
     prompts = World(5).prompts(64, "eval")
     before = evaluate.gold(evaluate.sample(m, tok, prompts))
-    cfg = sft.SFTConfig(n_examples=1200)
+    cfg = sft.SFTConfig(n_examples=1200, epochs=1)
     sft.train_sft(m, tok, sft.demonstrations(cfg.n_examples), cfg)
     after = evaluate.gold(evaluate.sample(m, tok, prompts))
     assert after["stop_rate"] > before["stop_rate"] + 0.3

@@ -1,0 +1,149 @@
+"""Beyond DPO: the preference losses that followed it, each one small function.
+
+All share the signature of ``losses.dpo_loss`` — the sequence log-probs of chosen and
+rejected under the policy and the reference, and ``beta`` — so the DPO trainer runs any of
+them by name (``DPOConfig(loss_type=...)``). Importing this module adds them to
+``losses.LOSSES``; ``with_options`` registers one with fixed options under a new name.
+
+    loss        paper                               what it changes
+    ipo         Azar et al. 2023                    squared loss: a finite target margin
+    cdpo        Mitchell 2023                       labels assumed flipped with prob. eps
+    robust      Chowdhury et al. 2024               unbiased loss under flip rate eps
+    hinge       Zhao et al. 2023 (SLiC-HF)          zero gradient past margin 1/beta
+    simpo       Meng et al. 2024                    no reference; mean log-probs; margin gamma
+    orpo        Hong et al. 2024                    no reference; odds ratio + NLL on chosen
+    kto         Ethayarajh et al. 2024              unpaired: each response vs a KL baseline
+
+SimPO and ORPO are defined on *mean* per-token log-probs (train them with
+``average_logps=True``); they ignore the reference arguments. ``beta`` keeps its course-wide
+meaning where the loss has a reference (larger: closer to it); in SimPO and ORPO there is
+no reference, and ``beta`` is only the scale of the reward margin.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from . import losses
+from .losses import dpo_loss, hinge_loss, ipo_loss, margin
+
+
+def cdpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+              ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor, beta: float,
+              label_smoothing: float = 0.1) -> torch.Tensor:
+    """Conservative DPO (Mitchell 2023): ``-(1-eps) log s(beta h) - eps log s(-beta h)``.
+
+    ``losses.dpo_loss`` with ``label_smoothing = eps``. TRL's ``DPOTrainer`` has ignored
+    ``label_smoothing`` for ``loss_type="sigmoid"`` since 0.29 (its ``"aot"``/``"exo_pair"``
+    losses read it; cDPO itself is gone): there is no TRL counterpart to test against."""
+    return dpo_loss(logps_chosen, logps_rejected, ref_logps_chosen, ref_logps_rejected, beta,
+                    label_smoothing=label_smoothing)
+
+
+def robust_dpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+                    ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor,
+                    beta: float, label_smoothing: float = 0.1) -> torch.Tensor:
+    """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO", eq. 8), flip rate ``eps``:
+
+        [-(1 - eps) log s(beta h) + eps log s(-beta h)] / (1 - 2 eps)
+
+    An *unbiased* estimate of the clean-label DPO loss when each label is flipped with
+    probability ``eps``: in expectation over the flips it equals DPO on the true labels.
+    cDPO instead mixes both labels, which shrinks the margin it aims for. Same as TRL's
+    ``loss_type="robust"``."""
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    h = margin(logps_chosen, logps_rejected, ref_logps_chosen, ref_logps_rejected)
+    eps = label_smoothing
+    return (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+
+def simpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+               ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor,
+               beta: float = 2.0, gamma: float = 1.0) -> torch.Tensor:
+    """SimPO (Meng et al. 2024, eq. 6): ``-log s(beta * (lp_w - lp_l) - gamma)`` on *mean*
+    per-token log-probs ``lp`` and no reference model.
+
+    The reward is the length-normalised log-likelihood itself, so a long response gains
+    nothing from its length, and ``gamma`` asks for a minimum reward gap. TRL's
+    ``CPOTrainer(loss_type="simpo")`` computes the same (with ``gamma`` as ``simpo_gamma``).
+    The reference arguments are ignored."""
+    return -F.logsigmoid(beta * (logps_chosen - logps_rejected) - gamma)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x < 0``, stable on both sides of ``-ln 2`` (Mächler 2012)."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)),
+                       torch.log(-torch.expm1(x)))
+
+
+def log_odds_ratio(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor) -> torch.Tensor:
+    """``log odds(y_w) - log odds(y_l)`` with ``odds(y) = p / (1 - p)`` and ``log p`` the mean
+    per-token log-prob (Hong et al. 2024, eq. 5)."""
+    return (logps_chosen - logps_rejected) - (log1mexp(logps_chosen) - log1mexp(logps_rejected))
+
+
+def orpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+              ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor,
+              beta: float = 0.1) -> torch.Tensor:
+    """ORPO (Hong et al. 2024, eq. 6): ``-lp_w - beta * log s(log odds ratio)``, per pair.
+
+    SFT and preference in one stage, no reference: the NLL of the chosen response (its mean
+    per-token log-prob ``lp_w``) plus ``beta`` (the paper's ``lambda``) times the odds-ratio
+    loss. TRL's ``ORPOTrainer`` computes the NLL as a token-weighted cross entropy over the
+    whole batch and subtracts ``mean(beta * log s(log odds))``; with equal response lengths
+    the two agree. The reference arguments are ignored."""
+    return -logps_chosen - beta * F.logsigmoid(log_odds_ratio(logps_chosen, logps_rejected))
+
+
+def kto_kl(logratios: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point ``z0``: a batch estimate of KL(policy || reference), clamped at 0
+    and detached (no gradient flows through the baseline).
+
+    The paper (and TRL) estimate it on *mismatched* pairs: prompt ``x_i`` with the
+    completion of ``x_{i+1}``, one extra forward pass of both models. Here it is the mean
+    log-ratio of the batch's own responses, which costs nothing; both are biased estimates
+    of the same quantity, used only as a baseline."""
+    return logratios.mean().detach().clamp(min=0)
+
+
+def kto_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+             ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor, beta: float,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
+             kl: torch.Tensor | None = None) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024, eq. 7) on a batch of pairs read as unpaired examples:
+
+        desirable   y_w:  w_d * (1 - s(beta * (r_w - z0)))
+        undesirable y_l:  w_u * (1 - s(beta * (z0 - r_l)))
+
+    with ``r = log pi(y|x) - log pi_ref(y|x)`` and ``z0`` the KL baseline (``kto_kl`` of all
+    the batch's log-ratios unless ``kl`` is given). Each response is judged against the
+    baseline, not against its partner, so KTO works with thumbs-up/down data. Returns one
+    loss per pair: the sum of its two halves (TRL averages over the 2B responses instead,
+    i.e. half of our per-pair mean)."""
+    r_w, r_l = logps_chosen - ref_logps_chosen, logps_rejected - ref_logps_rejected
+    z0 = kto_kl(torch.cat([r_w, r_l])) if kl is None else kl
+    return (desirable_weight * (1 - torch.sigmoid(beta * (r_w - z0)))
+            + undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r_l))))
+
+
+VARIANTS = {"sigmoid": dpo_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_dpo_loss,
+            "hinge": hinge_loss, "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss}
+REFERENCE_FREE = ("simpo", "orpo")  # defined on mean log-probs, no reference model
+losses.LOSSES.update(VARIANTS)
+
+
+def with_options(loss_type: str, **options: float) -> str:
+    """Register ``VARIANTS[loss_type]`` with fixed ``options`` in ``losses.LOSSES`` and return
+    its name (e.g. ``with_options("robust", label_smoothing=0.2)`` -> ``"robust(label_smoothing=0.2)"``),
+    for options ``DPOConfig`` does not carry."""
+    if loss_type not in VARIANTS:
+        raise ValueError(f"unknown loss_type {loss_type!r}: expected one of {sorted(VARIANTS)}")
+    if not options:
+        return loss_type
+    name = f"{loss_type}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+    losses.LOSSES[name] = functools.partial(VARIANTS[loss_type], **options)
+    return name
