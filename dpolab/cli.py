@@ -35,6 +35,63 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_rlhf(args: argparse.Namespace) -> int:
+    """RLHF headless: SFT (or the bundled SFT model), a reward model on preference pairs,
+    PPO against it; a before/after table of gold scores on held-out prompts."""
+    import json
+    import random
+    import tempfile
+    import time
+
+    from . import evaluate, model, ppo, sft, world, worldprefs
+    from . import reward_model as rm_lib
+
+    start = time.perf_counter()
+    if args.train_sft:
+        policy, tok = model.load(model.BASE)
+        cfg = sft.SFTConfig(seed=args.seed)
+        sft.train_sft(policy, tok, sft.demonstrations(cfg.n_examples, cfg.seed), cfg)
+        sft_dir = Path(args.out or tempfile.mkdtemp(prefix="dpolab-rlhf-")) / "sft"
+        sft.save(policy, tok, sft_dir)
+    else:
+        sft_dir = model.bundled(model.SFT)
+        policy, tok = model.load(sft_dir)
+    reference, _ = model.load(sft_dir)
+    prompts = world.World(args.seed).prompts(args.eval_prompts, "eval")
+    before = evaluate.evaluate(policy, tok, prompts, seed=args.seed)
+
+    # Step 2-3: preference pairs (demonstrator pairs, and pairs of the SFT model's own
+    # samples, the distribution PPO will start from), labelled by the annotators.
+    rows = list(worldprefs.offpolicy_pairs(args.rm_pairs, args.seed)) + list(
+        worldprefs.onpolicy_pairs(policy, tok, args.onpolicy_pairs, args.seed))
+    random.Random(args.seed).shuffle(rows)
+    rm, _ = rm_lib.from_sft(sft_dir, seed=args.seed)
+    rm_lib.train_reward_model(rm, tok, rows, rm_lib.RMConfig(seed=args.seed))
+    held = worldprefs.offpolicy_pairs(args.eval_prompts, args.seed, split="eval")
+    rm_acc = rm_lib.accuracy(rm_lib.score_pairs(rm, tok, held))
+    print(f"reward model on {rm_acc['pairs']} held-out pairs: {rm_acc['annotators']:.1%} agree "
+          f"with the annotators, {rm_acc['gold']:.1%} with the gold judge")
+
+    # Step 4: PPO against the reward model (or the gold judge), KL to the SFT model.
+    cfg = ppo.PPOConfig(updates=args.updates, kl_coef=args.kl_coef, target_kl=args.target_kl,
+                        lr=args.lr, reward=args.reward, seed=args.seed)
+    ppo.train_ppo(policy, tok, rm, cfg, reference=reference)
+    after = evaluate.evaluate(policy, tok, prompts, reference=reference, seed=args.seed)
+    seconds = time.perf_counter() - start
+
+    print(evaluate.compare({"sft": before, "ppo": after}).to_string())
+    print(f"{seconds:.0f} s")
+    if args.out:
+        rm_lib.save(rm, tok, Path(args.out) / "reward_model")
+        sft.save(policy, tok, Path(args.out) / "policy")
+    if args.json:
+        result = {"before": before.scores, "after": after.scores, "kl": after.kl,
+                  "seconds": round(seconds, 1), "reward_model": rm_acc,
+                  "config": {k: v for k, v in vars(cfg).items() if k != "families"}}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpolab",
                                      description="dpolab: LLM alignment with DPO, by doing it.")
@@ -56,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-problems", type=int, default=None,
                        help="list at most this many problems one by one (default: all)")
     check.set_defaults(func=cmd_data_check)
+
+    rlhf = commands.add_parser("rlhf", help="SFT, reward model and PPO on the bundled model; "
+                                            "a before/after table of gold scores")
+    rlhf.add_argument("--train-sft", action="store_true",
+                      help="fine-tune the base model first (default: the bundled SFT model)")
+    rlhf.add_argument("--rm-pairs", type=int, default=2000, help="demonstrator pairs")
+    rlhf.add_argument("--onpolicy-pairs", type=int, default=1000,
+                      help="pairs of two SFT samples, also for the reward model")
+    rlhf.add_argument("--updates", type=int, default=40, help="PPO updates (64 rollouts each)")
+    rlhf.add_argument("--kl-coef", type=float, default=0.05)
+    rlhf.add_argument("--target-kl", type=float, default=None,
+                      help="adapt the KL coefficient to this KL (nats per response)")
+    rlhf.add_argument("--lr", type=float, default=1e-4)
+    rlhf.add_argument("--reward", choices=("learned", "gold"), default="learned",
+                      help="PPO against the reward model, or against the gold judge itself")
+    rlhf.add_argument("--eval-prompts", type=int, default=400)
+    rlhf.add_argument("--seed", type=int, default=0)
+    rlhf.add_argument("--out", help="folder to save the reward model and the PPO policy")
+    rlhf.add_argument("--json", help="write the before/after table to this file")
+    rlhf.set_defaults(func=cmd_rlhf)
 
     return parser
 

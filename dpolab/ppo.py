@@ -286,6 +286,18 @@ def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: P
                    advantages, returns)
 
 
+def token_table(ro: Rollout, tokenizer: PreTrainedTokenizerBase, row: int) -> pd.DataFrame:
+    """One response of a rollout, token by token: what PPO computes for each action."""
+    n = int(ro.batch["mask"][row].sum())
+    ids = ro.batch["response"][row, :n].tolist()
+    return pd.DataFrame({
+        "token": [tokenizer.decode([i]) for i in ids],
+        "logp": ro.logps[row, :n].tolist(), "ref_logp": ro.ref_logps[row, :n].tolist(),
+        "kl": ro.kl[row, :n].tolist(), "reward": ro.rewards[row, :n].tolist(),
+        "value": ro.values[row, :n].tolist(), "advantage": ro.advantages[row, :n].tolist(),
+        "return": ro.returns[row, :n].tolist()})
+
+
 @torch.no_grad()
 def reward_statistics(reference: PreTrainedModel, reward_model: PreTrainedModel,
                       tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],

@@ -45,6 +45,8 @@ from . import chat, judge, model, pairs
 from .env import seed_everything
 from .optim import adamw_with_schedule
 
+BUNDLED = "tiny-llama-rm"  # the reward model shipped under data/ (scripts/make_reward_model.py)
+
 
 def from_sft(path: str | Path = model.SFT, seed: int = 0,
              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -70,8 +72,10 @@ def from_sft(path: str | Path = model.SFT, seed: int = 0,
     return rm, tokenizer
 
 
-def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A trained reward model saved with ``save``."""
+def load(path: str | Path = BUNDLED) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A trained reward model saved with ``save`` (default: the bundled one)."""
+    if str(path) == BUNDLED:
+        path = model.bundled(BUNDLED)
     tokenizer = AutoTokenizer.from_pretrained(path)
     rm = AutoModelForSequenceClassification.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False)

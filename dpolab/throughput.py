@@ -24,9 +24,10 @@ import torch
 from .memory import Plan
 
 # name fragment (as in torch.cuda.get_device_name): (TFLOPS by dtype, memory GB/s).
-# More specific fragments first ("H100 PCIe" before "H100").
+# More specific fragments first ("H100 PCIe" before "H100", "L40S" before "L4").
 GPUS: dict[str, tuple[dict[str, float], float]] = {
     "T4": ({"fp16": 65.0, "fp32": 8.1}, 320.0),
+    "L40S": ({"bf16": 362.0, "fp16": 362.0, "fp32": 91.6}, 864.0),
     "L4": ({"bf16": 121.0, "fp16": 121.0, "fp32": 30.3}, 300.0),
     "A100": ({"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}, 1555.0),
     "H100 PCIe": ({"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}, 2000.0),

@@ -138,8 +138,8 @@ losses.LOSSES.update(VARIANTS)
 
 def with_options(loss_type: str, **options: float) -> str:
     """Register ``VARIANTS[loss_type]`` with fixed ``options`` in ``losses.LOSSES`` and return
-    its name (e.g. ``with_options("robust", label_smoothing=0.2)`` -> ``"robust(label_smoothing=0.2)"``),
-    for options ``DPOConfig`` does not carry."""
+    its name, for options ``DPOConfig`` does not carry: ``with_options("robust",
+    label_smoothing=0.2)`` registers and returns ``"robust(label_smoothing=0.2)"``."""
     if loss_type not in VARIANTS:
         raise ValueError(f"unknown loss_type {loss_type!r}: expected one of {sorted(VARIANTS)}")
     if not options:

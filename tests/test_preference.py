@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 from trl.data_utils import is_conversational, maybe_extract_prompt
 
-from dpolab import model
+from dpolab import cli, model
 from dpolab.preference import (
     DEFAULT_POLICY,
     FORMATS,
@@ -325,9 +325,9 @@ def test_data_check_names_each_bad_row_and_fails(tmp_path):
     assert "rows: 6" in out.stdout and "kept: 1" in out.stdout
 
 
-def test_data_check_passes_a_clean_parquet_file(tmp_path):
+def test_data_check_passes_a_clean_parquet_file(tmp_path, capsys):
     path = tmp_path / "clean.parquet"
     datasets.Dataset.from_list([ROWS["standard explicit"]] * 4).to_parquet(path)
-    out = run_check(path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "problems: none" in out.stdout and "chosen longer than rejected" in out.stdout
+    assert cli.main(["data", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rows: 4" in out and "problems: none" in out and "chosen longer than rejected" in out

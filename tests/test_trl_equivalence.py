@@ -1,5 +1,5 @@
-"""Our DPO trainer against TRL's ``DPOTrainer``: same model, same token ids, same batches, same
-optimizer and schedule; the loss and the six metrics TRL logs agree within 1e-5 at step 0 and
+"""Our DPO trainer against TRL's ``DPOTrainer``: same model (the bundled SFT model, fp32), same
+token ids, same batches, same optimizer and schedule; the loss and the six metrics TRL logs agree within 1e-5 at step 0 and
 after several optimizer steps.
 
 TRL tokenizes text itself (prompt and completion jointly, with the eos *string* appended), so
@@ -32,13 +32,12 @@ class PreTokenizedDPOTrainer(trl.DPOTrainer):
 
 @pytest.fixture(scope="module")
 def data():
-    tok = model.load(model.BASE)[1]
+    tok = model.load(model.SFT)[1]
     examples, _ = pairs.encode_pairs(tok, worldprefs.offpolicy_pairs(STEPS * BATCH, seed=0))
     return tok, examples
 
 
-def trl_history(tok, examples, loss_type: str, beta: float, tmp_path,
-                dtype: torch.dtype = torch.float32) -> list[dict]:
+def trl_history(tok, examples, loss_type: str, beta: float, tmp_path) -> list[dict]:
     args = trl.DPOConfig(
         output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=BATCH,
         learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
@@ -46,7 +45,7 @@ def trl_history(tok, examples, loss_type: str, beta: float, tmp_path,
         gradient_checkpointing=False, max_length=None, train_sampling_strategy="sequential",
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
         dataloader_pin_memory=False, seed=0)
-    policy, ref = model.load(model.BASE, dtype)[0], model.load(model.BASE, dtype)[0]
+    policy, ref = model.load(model.SFT)[0], model.load(model.SFT)[0]
     trainer = PreTokenizedDPOTrainer(model=policy, ref_model=ref, args=args,
                                      train_dataset=datasets.Dataset.from_list(examples),
                                      processing_class=tok)
@@ -54,11 +53,10 @@ def trl_history(tok, examples, loss_type: str, beta: float, tmp_path,
     return [row for row in trainer.state.log_history if "loss" in row]
 
 
-def our_history(tok, examples, loss_type: str, beta: float, average: bool = False,
-                dtype: torch.dtype = torch.float32) -> list[dict]:
+def our_history(tok, examples, loss_type: str, beta: float, average: bool = False) -> list[dict]:
     cfg = dpo.DPOConfig(steps=STEPS, batch_size=BATCH, lr=LR, beta=beta, loss_type=loss_type,
                         shuffle=False, reference="model", average_logps=average)
-    return dpo.train_dpo(model.load(model.BASE, dtype)[0], tok, examples, cfg).train
+    return dpo.train_dpo(model.load(model.SFT)[0], tok, examples, cfg).train
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge"])

@@ -2,6 +2,7 @@
 TRL 1.16's implementation where TRL has one (called on the same tensors)."""
 
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from dpolab import losses, variants
 
 BETA = 0.3
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 @pytest.fixture

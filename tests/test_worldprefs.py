@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpolab import judge, model, preference, world, worldprefs
+from dpolab import env, judge, model, preference, world, worldprefs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +99,7 @@ def test_exports_are_rebuilt_identically(tmp_path):
 
 def test_committed_exports_are_current():
     """``data/prefs`` holds what ``scripts/make_prefs.py`` writes with today's world."""
-    path = model.bundled(model.BASE).parent / "prefs" / "offpolicy_train.jsonl"
+    path = env.data_dir() / "prefs" / "offpolicy_train.jsonl"
     with path.open() as f:
         head = [json.loads(next(f)) for _ in range(100)]
     assert head == json.loads(json.dumps(worldprefs.offpolicy_pairs(100)))

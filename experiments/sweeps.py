@@ -1,0 +1,89 @@
+"""DPO's beta, learning rate and epochs, swept on the same data.
+
+Includes the values usually quoted for large models (beta 0.1–0.5, learning rate 5e-7 to
+5e-6, 1–3 epochs; the original lesson's "typical values") next to the ones this
+~1M-parameter model needs. One run per value; each reports the held-out gold reward,
+the sampled KL to the SFT model and the held-out reward accuracy after training.
+
+    python -m experiments.sweeps [--quick] [--out DIR]
+
+Writes ``sweeps.csv`` and ``sweeps.png``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from experiments.common import eval_prompts, machine, read_pairs, run_dpo, setup
+
+METRICS = ("gold", "kl", "heldout_accuracy")
+
+
+def plot(sweeps: pd.DataFrame, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9))
+    for row, (name, x) in zip(axes, [("beta", "beta"), ("lr", "lr"), ("epochs", "epoch")],
+                              strict=True):
+        runs = sweeps[sweeps.sweep == name].sort_values(x)
+        for ax, metric in zip(row, METRICS, strict=True):
+            ax.plot(runs[x], runs[metric], "o-")
+            ax.set(xscale="linear" if name == "epochs" else "log", xlabel=x, ylabel=metric,
+                   title=f"{metric} vs {x}")
+            if name == "lr":
+                ax.axvspan(5e-7, 5e-6, color="C1", alpha=0.15, label="typical for large models")
+                ax.legend(fontsize=7)
+    fig.suptitle("DPO sweeps on the tiny model (held-out prompts and pairs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def main() -> None:
+    args = setup(__doc__.splitlines()[0])
+    from dpolab import dpo
+    if args.quick:
+        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs = \
+            [0.1, 1.0], [5e-4], 2, 8, 8, 2, 16
+    else:
+        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs = \
+            [0.02, 0.1, 0.5, 2.0], [5e-7, 5e-6, 5e-5, 5e-4, 2e-3], 24, 48, 200, 3, 128
+    base_beta, base_lr, batch_size = 0.1, 5e-4, 16
+    prompts = eval_prompts(n_prompts)
+    train = read_pairs("offpolicy_train", steps * batch_size)
+    heldout = read_pairs("offpolicy_heldout", n_heldout)
+    rows = []
+
+    def run(sweep: str, **over) -> None:
+        cfg = dpo.DPOConfig(**{"beta": base_beta, "lr": base_lr, "steps": steps,
+                               "batch_size": batch_size, "reference": "precomputed", **over})
+        pts, _ = run_dpo(train, cfg, prompts, heldout, sweep=sweep, beta=cfg.beta, lr=cfg.lr)
+        rows.append(pts[-1])
+
+    for beta in betas:
+        run("beta", beta=beta)
+    for lr in lrs:
+        if lr == base_lr and base_beta in betas:
+            rows.append({**next(r for r in rows if r["sweep"] == "beta" and r["beta"] == base_beta),
+                         "sweep": "lr"})
+        else:
+            run("lr", lr=lr)
+    # epochs: several passes over a small set of pairs, evaluated after each pass
+    per_epoch = epoch_pairs // batch_size
+    cfg = dpo.DPOConfig(beta=base_beta, lr=base_lr, epochs=epochs, batch_size=batch_size,
+                        reference="precomputed", eval_every=per_epoch)
+    pts, _ = run_dpo(train[:epoch_pairs], cfg, prompts, heldout, sweep="epochs",
+                     beta=base_beta, lr=base_lr)
+    for p in pts:
+        rows.append({**p, "epoch": p["step"] / per_epoch})
+
+    sweeps = pd.DataFrame(rows)
+    sweeps["machine"] = machine()
+    sweeps.to_csv(args.out / "sweeps.csv", index=False)
+    plot(sweeps, args.out / "sweeps.png")
+    print(sweeps[["sweep", "beta", "lr", "step", "gold", "kl", "heldout_accuracy"]]
+          .to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

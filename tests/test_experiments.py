@@ -1,0 +1,43 @@
+"""Each experiment's --quick mode runs end to end in a temporary folder and writes its CSV
+(with the columns the notebooks read) and its figure; ``compare`` then reads the others."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = {
+    "frontier": {"method", "setting", "seed", "step", "seconds", "kl", "gold"},
+    "sweeps": {"sweep", "beta", "lr", "step", "gold", "kl", "heldout_accuracy", "epoch"},
+    "variants": {"experiment", "loss_type", "flip", "gold", "kl", "heldout_accuracy",
+                 "chosen_logp_shift", "rejected_logp_shift", "response_tokens", "labels_used"},
+    "compare": {"quantity", "DPO", "PPO"},
+}
+
+
+def run(name: str, out: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick", "--out",
+                           str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(COLUMNS))  # in order: compare reads the others
+def test_quick_mode_writes_csv_and_figure(name, out):
+    run(name, out)
+    table = pd.read_csv(out / f"{name}.csv")
+    assert COLUMNS[name] <= set(table.columns), COLUMNS[name] - set(table.columns)
+    assert len(table) > 1
+    if "gold" in table:
+        assert table.gold.notna().any()
+    assert (out / f"{name}.png").stat().st_size > 10_000

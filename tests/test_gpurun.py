@@ -1,0 +1,181 @@
+"""The run of notebook 08 on this CPU: fallbacks, UltraFeedback through a stand-in for the
+hub, throughput bookkeeping and the out-of-memory guard (a GPU faked where needed)."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dpolab import dpo, gpurun, memory, precision, world, worldprefs
+from dpolab import model as models
+from dpolab.pairs import collate_pairs
+
+CPU = torch.device("cpu")
+FP32 = precision.choose("cpu")
+
+
+def small(cfg: gpurun.RunConfig, **kw) -> gpurun.RunConfig:
+    """``cfg`` cut to a few seconds on a CPU."""
+    return replace(cfg, **{"n_pairs": 32, "n_eval": 16, "batch_size": 8, "grad_accum": 1,
+                           "max_new_tokens": 24, **kw})
+
+
+def test_without_a_gpu_the_run_falls_back_to_the_tiny_model_and_says_so():
+    cfg, note = gpurun.resolve(gpurun.RunConfig(seed=3), CPU)
+    assert cfg == replace(gpurun.CPU_FALLBACK, seed=3)
+    assert cfg.model == models.SFT and cfg.data == "world"
+    assert note.startswith("No CUDA GPU here (cpu): this run uses the bundled tiny model")
+    same, note = gpurun.resolve(gpurun.RunConfig(), torch.device("cuda"))
+    assert same == gpurun.RunConfig() and note is None
+    bundled = gpurun.RunConfig(model=models.SFT, lora_r=4)
+    assert gpurun.resolve(bundled, CPU) == (bundled, None)
+
+
+def test_a_failed_download_says_what_to_do_and_falls_back(monkeypatch):
+    real_load = models.load
+
+    def load(name, **kw):
+        if name == gpurun.HUB_MODELS[0]:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+        return real_load(name, **kw)
+
+    monkeypatch.setattr(models, "load", load)
+    model, tok, cfg, note = gpurun.load_model(gpurun.RunConfig(), CPU)
+    assert cfg.model == models.SFT and models.n_params(model) < 2_000_000
+    assert f"Could not load {gpurun.HUB_MODELS[0]} (OSError: We couldn't connect" in note
+    assert "What to do:" in note and f"huggingface-cli download {gpurun.HUB_MODELS[0]}" in note
+    assert note.endswith("Falling back to the bundled tiny model on world data.")
+
+
+def uf_row(prompt: str, chosen: str, rejected: str, i: int) -> dict:
+    """A row in UltraFeedback binarized's schema."""
+    user = {"role": "user", "content": prompt}
+    return {"prompt": prompt, "prompt_id": f"id{i}",
+            "chosen": [user, {"role": "assistant", "content": chosen}],
+            "rejected": [user, {"role": "assistant", "content": rejected}],
+            "messages": [user, {"role": "assistant", "content": chosen}],
+            "score_chosen": 8.0, "score_rejected": 3.0}
+
+
+@pytest.fixture
+def fake_hub_dataset(monkeypatch):
+    """``datasets.load_dataset`` answering UltraFeedback's two splits with world pairs."""
+    import datasets
+
+    rows = {"train_prefs": worldprefs.offpolicy_pairs(64, seed=0),
+            "test_prefs": worldprefs.offpolicy_pairs(16, seed=1, split="eval")}
+    calls = []
+
+    def load_dataset(name, split, streaming=False):
+        calls.append((name, split, streaming))
+        return iter(uf_row(r["prompt"], r["chosen"], r["rejected"], i)
+                    for i, r in enumerate(rows[split]))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_ultrafeedback_is_streamed_through_the_adapter(fake_hub_dataset):
+    _, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, data="ultrafeedback"))
+    data, cfg2, note = gpurun.load_data(cfg, tok)
+    assert note is None and cfg2 == cfg and data.kind == "ultrafeedback"
+    assert fake_hub_dataset == [(gpurun.ULTRAFEEDBACK, "train_prefs", True),
+                                (gpurun.ULTRAFEEDBACK, "test_prefs", True)]
+    assert (len(data.examples), len(data.eval_examples), len(data.eval_prompts)) == (32, 16, 16)
+    assert data.report.kept == 32
+
+
+def test_ultrafeedback_that_cannot_be_fetched_falls_back_to_world_data(monkeypatch):
+    def offline(cfg):
+        raise ConnectionError("Couldn't reach 'HuggingFaceH4/ultrafeedback_binarized'")
+
+    monkeypatch.setattr(gpurun, "ultrafeedback_rows", offline)
+    _, tok = models.load(models.SFT)
+    data, cfg, note = gpurun.load_data(small(gpurun.RunConfig(data="ultrafeedback")), tok)
+    assert data.kind == "world" and cfg.data == "world"
+    assert note.startswith(f"Could not fetch {gpurun.ULTRAFEEDBACK} (ConnectionError: Couldn't")
+    assert isinstance(data.eval_prompts[0], world.Prompt)
+
+
+def test_ultrafeedback_run_with_lora_reports_reward_accuracy_and_margins(fake_hub_dataset):
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, data="ultrafeedback", lora_r=8, lr=5e-3,
+                                 epochs=2))
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    model = gpurun.prepare_model(model, cfg)
+    before = gpurun.evaluate_run(model, tok, data, cfg, FP32)
+    assert set(before.scores) == {"logp accuracy"}
+    est = memory.estimate(gpurun.plan(cfg, model, data.seq_len, False))
+    gpurun.train(model, tok, data, cfg, FP32, est)
+    after = gpurun.evaluate_run(model, tok, data, cfg, FP32, "adapters", before)
+    with model.disable_adapter():  # the reference: adapters off, exactly the model before
+        ref = dpo.precompute_ref_logps(model, data.eval_examples, tok.pad_token_id)
+    torch.testing.assert_close(ref, before.pair_logps)
+    h = (after.pair_logps[:, 0] - ref[:, 0]) - (after.pair_logps[:, 1] - ref[:, 1])
+    assert after.scores["reward accuracy"] == pytest.approx((h > 0).float().mean().item())
+    assert after.scores["reward margin"] == pytest.approx(cfg.beta * h.mean().item(), rel=1e-5)
+    assert after.scores["reward margin"] > 0  # it learned something about held-out pairs
+    table = gpurun.side_by_side(before, after)
+    assert list(table.columns) == ["prompt", "before", "after"] and len(table) == 4
+
+
+def test_lora_starts_at_zero_kl_from_its_reference():
+    """LoRA's B matrices start at zero: with adapters on or off the model is the same."""
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=4))
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    model = gpurun.prepare_model(model, cfg)
+    ev = gpurun.evaluate_run(model, tok, data, cfg, FP32, "adapters")
+    assert ev.scores["kl"] == 0.0
+    assert {"total", "helpful", "safe", "instruction", "tone"} <= set(ev.scores)
+
+
+def test_tokens_read_counts_the_batches_the_trainer_reads():
+    _, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT), n_pairs=40)  # 5 batches, 3 steps read
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    dcfg = gpurun.dpo_config(cfg, FP32)
+    counted = 0
+    for step in range(3):
+        idx = dpo.global_batch(len(data.examples), step, 8, dcfg.seed, dcfg.shuffle)
+        batch = collate_pairs([data.examples[i] for i in idx], tok.pad_token_id)
+        counted += int(batch["attention_mask"].sum())
+    assert gpurun.tokens_read(data.examples, dcfg, 3) == counted
+
+
+def test_train_measures_throughput_and_peak_memory():
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    est = memory.estimate(gpurun.plan(cfg, model, data.seq_len, False))
+    result = gpurun.train(model, tok, data, cfg, FP32, est)
+    assert result.pairs == 32 and len(result.history.train) == 4
+    assert result.tokens == gpurun.tokens_read(data.examples, gpurun.dpo_config(cfg, FP32), 4)
+    assert result.peak_bytes > memory.resident_bytes(model)
+    assert result.wall_s >= result.train_s > 0
+    assert est.total >= result.peak_bytes
+    text = result.summary(est, "fp32")
+    assert "model FLOPs utilisation n/a (no peak known for cpu)" in text
+    assert "pairs/s" in text and "tokens/s" in text
+
+
+def test_out_of_memory_on_a_gpu_is_answered_with_suggestions(monkeypatch):
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    big = memory.estimate(memory.Plan(memory.Shape.from_config(
+        gpurun.HUB_CONFIGS[gpurun.HUB_MODELS[0]]), 8, 512, True))
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+    monkeypatch.setattr(gpurun, "device_bytes", lambda device: gpurun.T4_BYTES)
+    monkeypatch.setattr(dpo, "train_dpo", oom)
+    with pytest.raises(memory.OutOfMemory, match="To make it fit:\n  - batch_size 8 -> "):
+        gpurun.train(model, tok, data, cfg, FP32, big)
+
+
+def test_config_refuses_unknown_data():
+    with pytest.raises(ValueError, match="data must be 'world' or 'ultrafeedback'"):
+        gpurun.RunConfig(data="hh-rlhf")
