@@ -7,10 +7,12 @@ exit status) and register it, with its options, in ``build_parser``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from . import env, preference
+from . import env, pipeline, preference
+from .losses import LOSSES
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -92,6 +94,23 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    result, _ = pipeline.align(beta=args.beta, steps=args.steps, loss_type=args.loss,
+                               seed=args.seed, lr=args.lr, eval_prompts=args.eval_prompts,
+                               run_sft=args.sft)
+    print(f"\ngold reward on {result['eval_prompts']} held-out prompts, before and after DPO:")
+    print(pipeline.table(result).to_string())
+    print(f"KL(policy || SFT) = {result['kl']:.3f} nats per response (sampled)")
+    print(f"seconds: {result['seconds']:.1f} in all, DPO training {result['dpo_seconds']:.1f}, "
+          f"evaluation {result['eval_seconds']:.1f}"
+          + (f", SFT {result['sft_seconds']:.1f}" if result["sft_seconds"] else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpolab",
                                      description="dpolab: LLM alignment with DPO, by doing it.")
@@ -133,6 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--out", help="folder to save the reward model and the PPO policy")
     rlhf.add_argument("--json", help="write the before/after table to this file")
     rlhf.set_defaults(func=cmd_rlhf)
+
+    default = pipeline.DEFAULTS
+    align = commands.add_parser(
+        "align", help="DPO the bundled SFT model on world preference pairs; gold before/after")
+    align.add_argument("--beta", type=float, default=default.beta,
+                       help=f"larger keeps the policy closer to the SFT model ({default.beta})")
+    align.add_argument("--steps", type=int, default=default.steps,
+                       help=f"optimizer steps of {default.batch_size} pairs ({default.steps})")
+    align.add_argument("--loss", choices=sorted(LOSSES), default=default.loss_type)
+    align.add_argument("--lr", type=float, default=default.lr, help=f"({default.lr})")
+    align.add_argument("--seed", type=int, default=0)
+    align.add_argument("--eval-prompts", type=int, default=512, help="held-out prompts (512)")
+    align.add_argument("--sft", action="store_true",
+                       help="train the SFT model from the base model first (otherwise the "
+                            "bundled SFT model is used, or trained when missing)")
+    align.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    align.set_defaults(func=cmd_align)
 
     return parser
 

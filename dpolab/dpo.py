@@ -27,6 +27,7 @@ Accelerate: each takes its share of every batch; on one process Accelerate chang
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import time
@@ -45,7 +46,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from . import evaluate
 from .env import seed_everything
 from .logps import sequence_logps
-from .losses import preference_loss
+from .losses import LOSSES, preference_loss
 from .optim import adamw_with_schedule
 from .pairs import collate_pairs, encode_pairs
 from .world import AXES, Prompt
@@ -81,12 +82,17 @@ class DPOConfig:
     def __post_init__(self):
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
-        if self.label_smoothing and self.loss_type != "sigmoid":
-            raise ValueError(f"label_smoothing is the cDPO option of the sigmoid loss; "
-                             f"loss_type {self.loss_type!r} does not take it")
 
     def loss_options(self) -> dict[str, float]:
-        return {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        """Keyword options for the loss function; raises if it cannot take them."""
+        if self.loss_type not in LOSSES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}: expected one of "
+                             f"{sorted(LOSSES)}")
+        if not self.label_smoothing:
+            return {}
+        if "label_smoothing" not in inspect.signature(LOSSES[self.loss_type]).parameters:
+            raise ValueError(f"loss_type {self.loss_type!r} does not take label_smoothing")
+        return {"label_smoothing": self.label_smoothing}
 
 
 # --- log-probs ---------------------------------------------------------------------------
@@ -137,11 +143,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 @dataclass
 class History:
-    """Metrics per optimizer step (``train``) and per evaluation (``eval``)."""
+    """Metrics per optimizer step (``train``) and per evaluation (``eval``); ``seconds`` of
+    training (reference pass included, evaluations not: they are ``eval_seconds``)."""
 
     train: list[dict[str, float]] = field(default_factory=list)
     eval: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    eval_seconds: float = 0.0
     pairs_seen: int = 0
 
     def frame(self, which: str = "train") -> pd.DataFrame:
@@ -259,6 +267,8 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     ``cfg.checkpoint_every`` steps and at the end; if it exists, the run resumes from it.
     """
     cfg = cfg or DPOConfig()
+    loss_options = cfg.loss_options()
+    t0 = time.perf_counter()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     seed_everything(cfg.seed)
     examples = _encode(tokenizer, pairs, cfg.max_length)
@@ -305,6 +315,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         torch.set_rng_state(state["torch_rng"])
         history = History(**state["history"])
         start = state["step"]
+        t0 -= history.seconds + history.eval_seconds
 
     def reference_logps(batch: dict, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if ref_logps is not None:
@@ -317,11 +328,13 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
             return concatenated_forward(reference, batch, cfg.average_logps)
 
     def run_eval(step: int) -> None:
+        start_eval = time.perf_counter()
         if eval_prompts is not None and accelerator.is_main_process:
             row = evaluate_policy(policy, tokenizer, eval_prompts, reference or ref_model,
                                   cfg.reference == "adapters", cfg.eval_max_new_tokens, cfg.seed)
             history.eval.append({"step": step, **row})
         accelerator.wait_for_everyone()
+        history.eval_seconds += time.perf_counter() - start_eval
 
     def save(step: int) -> None:
         if path is not None and accelerator.is_main_process:
@@ -334,10 +347,10 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
 
     if start == 0:
         run_eval(0)
-    bar = tqdm(total=steps, initial=start, desc="DPO", disable=not accelerator.is_main_process)
+    quiet = {} if accelerator.is_main_process else {"disable": True}  # one bar, not one per process
+    bar = tqdm(total=steps, initial=start, desc="DPO", **quiet)
     rank, n_proc = accelerator.process_index, accelerator.num_processes
     metric_dtype = torch.float32 if accelerator.device.type == "mps" else torch.float64  # sums
-    t0 = time.perf_counter() - history.seconds
     model.train()
     for step in range(start, steps):
         idx = global_batch(len(examples), step, size, cfg.seed, cfg.shuffle)
@@ -354,7 +367,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
                 ref_chosen, ref_rejected = reference_logps(batch, mb)
                 losses, chosen_rewards, rejected_rewards = preference_loss(
                     logps_chosen, logps_rejected, ref_chosen, ref_rejected, cfg.beta,
-                    cfg.loss_type, **cfg.loss_options())
+                    cfg.loss_type, **loss_options)
                 loss = losses.mean()
                 accelerator.backward(loss / cfg.grad_accum)
             micro_losses.append(loss.detach())
@@ -363,7 +376,8 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
                     losses.sum(), chosen_rewards.sum(), rejected_rewards.sum(),
                     (chosen_rewards > rejected_rewards).sum(),
                     (chosen_rewards - rejected_rewards).sum(), logps_chosen.sum(),
-                    logps_rejected.sum(), torch.tensor(len(mb), device=sums.device)]).to(metric_dtype)
+                    logps_rejected.sum(), torch.tensor(len(mb), device=sums.device),
+                ]).to(metric_dtype)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
         sums = accelerator.reduce(sums, "sum")
         # One host sync per step: metrics, grad norm and the finiteness check together.
@@ -386,13 +400,12 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         last = step + 1 == steps
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             run_eval(step + 1)
-        history.seconds = time.perf_counter() - t0
+        history.seconds = time.perf_counter() - t0 - history.eval_seconds
         if last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
             save(step + 1)
         if callback is not None:
             callback(step + 1, history)
     bar.close()
-    history.seconds = time.perf_counter() - t0
     model.eval()
     return history
 

@@ -5,7 +5,7 @@ A training step holds, at its peak (the start of the backward pass):
 - **weights**: 4 bytes per parameter (fp32: under mixed precision they are the "master
   weights" the optimizer updates), and under autocast a 16-bit copy of every matrix that
   goes through a linear layer (2 bytes per such parameter), made in the forward pass and
-  kept for the backward pass;
+  kept for the backward pass (checkpointed: only the output layer's and the rebuilt block's);
 - **reference model**: a second fp32 copy (``reference="model"``), or nothing: log-probs
   precomputed once (``"precomputed"``) or the LoRA policy with its adapters switched off
   (``"adapters"``);
@@ -36,15 +36,25 @@ key/value width ``k``, saves per token, with ``e`` bytes per 16-bit-or-fp32 acti
   mask; ``k' = k`` otherwise); ``4i``: SwiGLU's gate, its SiLU, up, and their product;
   ``T``: the attention mask as a float ``T x T`` per row; ``4a + 8``: softmax statistics.
 
-With gradient checkpointing a layer keeps only its fp32 input (``4h`` per token) and one
-layer's activations are rebuilt at a time during the backward pass. LoRA on every linear
-layer of a block adds, per token, the rank-``r`` intermediates (7 of them) and, under
-autocast, the 16-bit casts of the adapters' inputs (5h + q + 2i).
+With gradient checkpointing a block keeps only its fp32 input (``4h`` per token), and
+one block's activations are rebuilt at a time in the backward pass, after the logits'
+buffers are freed. LoRA on every linear layer of a block adds the rank-``r``
+intermediates of its 7 adapters (``7er`` per token); the adapters' inputs are the
+activations the block saves anyway.
 
-Accuracy: against peaks measured on a CPU (``measured_peak``) for the course's models the
-estimate is within 15% and errs on the high side (tests/test_memory.py); on a GPU the
-caching allocator and the CUDA context (several hundred MB, outside PyTorch's count) come
-on top, hence ``HEADROOM``.
+Full fine-tuning with ``reference="precomputed"`` first runs a no-grad pass over the data
+(the trainer uses batches of ``2 x batch`` pairs): its peak, the weights and three fp32
+copies of those logits, is compared with the training step's, and the larger is the
+prediction.
+
+Accuracy: against peaks measured on a CPU (``measured_peak``; bf16 autocast on the CPU
+standing in for the GPU's) for the course's tiny model and a small grouped-query model
+with a large vocabulary, over fp32/bf16, full/LoRA, the three references and
+checkpointing on/off, the estimate is 0% to 30% above the measured peak
+(tests/test_memory.py). It errs high because it adds every gradient to the activations,
+while with one micro-batch per step gradients are allocated during the backward pass as
+activations are freed. On a GPU the caching allocator's slack and the CUDA context
+(several hundred MB, outside PyTorch's count) come on top: hence ``HEADROOM``.
 """
 
 from __future__ import annotations

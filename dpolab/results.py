@@ -32,19 +32,22 @@ def trained(points: pd.DataFrame) -> pd.DataFrame:
     return points[(points.step > 0) | (points.method == "best-of-N")]
 
 
-def dominates(a: pd.Series, b: pd.Series) -> bool:
-    """``a`` beats ``b`` on both axes: strictly less KL and strictly more gold reward."""
-    return bool(a.kl < b.kl and a.gold > b.gold)
+def dominates(a: pd.Series, b: pd.Series, margin: float = 0.0) -> bool:
+    """``a`` beats ``b`` on both axes: strictly less KL and more gold reward, by more than
+    ``margin`` (set it to the evaluation's sampling noise to count only clear wins)."""
+    return bool(a.kl < b.kl and a.gold > b.gold + margin)
 
 
-def dominated_fraction(points: pd.DataFrame, target: str, by: str) -> float:
+def dominated_fraction(points: pd.DataFrame, target: str, by: str, margin: float = 0.0) -> float:
     """Share of the trained points of method ``target`` that some trained point of method
-    ``by`` beats on both axes (the DPO paper's claim about PPO, measured)."""
+    ``by`` beats on both axes (the DPO paper's claim about PPO, measured). "Some point" favours
+    the method with more points, and noise helps it too: compare with ``margin > 0``."""
     t, b = trained(points[points.method == target]), trained(points[points.method == by])
     if t.empty or b.empty:
         raise ValueError(f"no trained points for {target!r} or {by!r}: methods present are "
                          f"{sorted(points.method.unique())}")
-    return sum(any(dominates(y, x) for _, y in b.iterrows()) for _, x in t.iterrows()) / len(t)
+    return sum(any(dominates(y, x, margin) for _, y in b.iterrows())
+               for _, x in t.iterrows()) / len(t)
 
 
 def pareto(points: pd.DataFrame) -> pd.DataFrame:

@@ -57,9 +57,10 @@ def eval_prompts(n: int):
 def heldout_metrics(policy, reference, tok, rows: list[dict], average: bool = False,
                     reference_free: bool = False) -> dict[str, float]:
     """On held-out pairs: the share whose implicit reward margin is positive (the trained
-    policy's preference agrees with the label), and how far training moved the summed
-    log-probs of chosen and rejected responses (negative chosen shift: likelihood
-    displacement, Razin et al. 2024)."""
+    policy's preference agrees with the label), and how far training moved the log-probs of
+    chosen and rejected responses (negative chosen shift: likelihood displacement, Razin et
+    al. 2024). Log-probs in the unit the loss trains on: summed over the response, or the
+    per-token mean with ``average`` (SimPO, ORPO)."""
     from dpolab import dpo, pairs
     examples, _ = pairs.encode_pairs(tok, rows)
     pol = dpo.precompute_ref_logps(policy, examples, tok.pad_token_id, 64, average)

@@ -125,7 +125,7 @@ def plot(frontier: pd.DataFrame, tab: pd.DataFrame, path) -> None:
           ylabel="mean gold reward")
     a.legend(fontsize=8)
     key = "model state, bytes per parameter (fp32 + AdamW)"
-    b.bar(tab.columns, tab.loc[key].astype(float), color=["C0", "C1"])
+    b.bar(["DPO", "PPO"], tab.loc[key, ["DPO", "PPO"]].astype(float), color=["C0", "C1"])
     b.set(title="Model state while training", ylabel="bytes per parameter of the policy")
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -27,7 +27,9 @@ def plot(sweeps: pd.DataFrame, path) -> None:
     for row, (name, x) in zip(axes, [("beta", "beta"), ("lr", "lr"), ("epochs", "epoch")],
                               strict=True):
         runs = sweeps[sweeps.sweep == name].sort_values(x)
-        for ax, metric in zip(row, METRICS, strict=True):
+        # one held-out accuracy per run: after each epoch, the training-batch accuracy instead
+        metrics = METRICS if name != "epochs" else ("gold", "kl", "train_accuracy")
+        for ax, metric in zip(row, metrics, strict=True):
             ax.plot(runs[x], runs[metric], "o-")
             ax.set(xscale="linear" if name == "epochs" else "log", xlabel=x, ylabel=metric,
                    title=f"{metric} vs {x}")

@@ -11,6 +11,15 @@ from dpolab import model as models
 from dpolab.pairs import collate_pairs
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: small models on a shared CPU run many times faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 FP32 = precision.choose("cpu")
 
 
@@ -45,6 +54,38 @@ def test_a_failed_download_says_what_to_do_and_falls_back(monkeypatch):
     assert f"Could not load {gpurun.HUB_MODELS[0]} (OSError: We couldn't connect" in note
     assert "What to do:" in note and f"huggingface-cli download {gpurun.HUB_MODELS[0]}" in note
     assert note.endswith("Falling back to the bundled tiny model on world data.")
+
+
+def test_hub_models_load_from_safetensors_without_remote_code(monkeypatch):
+    """The hub id reaches both from_pretrained calls with those flags (the model call then
+    fails, as offline, and the run falls back)."""
+    hub_id, seen = "Qwen/Qwen2.5-0.5B-Instruct", {}
+
+    def recorder(cls, stand_in):
+        real = cls.from_pretrained
+
+        def from_pretrained(name, **kwargs):
+            if str(name) != hub_id:
+                return real(name, **kwargs)
+            seen[cls.__name__] = kwargs
+            return stand_in(real, kwargs)
+        return from_pretrained
+
+    def bundled_tokenizer(real, kwargs):
+        return real(models.bundled(models.SFT), **kwargs)
+
+    def offline(real, kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained",
+                        recorder(models.AutoTokenizer, bundled_tokenizer))
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
+                        recorder(models.AutoModelForCausalLM, offline))
+    _, _, cfg, note = gpurun.load_model(gpurun.RunConfig(model=hub_id), CPU)
+    assert seen["AutoTokenizer"]["trust_remote_code"] is False
+    assert seen["AutoModelForCausalLM"]["trust_remote_code"] is False
+    assert seen["AutoModelForCausalLM"]["use_safetensors"] is True
+    assert cfg.model == models.SFT and note.startswith(f"Could not load {hub_id} (OSError")
 
 
 def uf_row(prompt: str, chosen: str, rejected: str, i: int) -> dict:

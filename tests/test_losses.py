@@ -49,7 +49,8 @@ def test_hinge_loss_is_zero_past_margin_one_over_beta(logps):
     c, r, rc, rr = logps
     beta = 0.1
     h = (c - rc) - (r - rr)
-    torch.testing.assert_close(losses.hinge_loss(c, r, rc, rr, beta), torch.clamp(1 - beta * h, min=0))
+    expected = torch.clamp(1 - beta * h, min=0)
+    torch.testing.assert_close(losses.hinge_loss(c, r, rc, rr, beta), expected)
     z = torch.zeros(1)
     assert losses.hinge_loss(z + 10.5, z, z, z, beta).item() == 0.0
     assert losses.hinge_loss(z + 9.0, z, z, z, beta).item() == pytest.approx(0.1)

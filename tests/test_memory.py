@@ -19,6 +19,15 @@ SMOLLM2_360M = {"hidden_size": 960, "num_hidden_layers": 32, "num_attention_head
 T4 = 15360 * 2**20
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: small models on a shared CPU run many times faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def smollm2_plan(**kw) -> memory.Plan:
     return memory.Plan(memory.Shape.from_config(SMOLLM2_360M), **kw)
 
@@ -170,7 +179,6 @@ def test_estimate_is_within_30_percent_above_the_measured_cpu_peak(
     """Two steps of the real trainer, batch 8 (tiny) or 4 (gqa) pairs; the peak is the
     model's bytes plus the most the CPU allocator held beyond them (profiler events). bf16
     autocast on the CPU stands in for the GPU's 16-bit autocast."""
-    torch.set_num_threads(1)
     model, tok = models.load(models.SFT)
     batch = 8
     if model_name == "gqa":
@@ -199,7 +207,7 @@ def test_cpu_peak_sees_a_temporary_allocation():
     assert 4 * n <= peak < 4 * n + 1_000_000
 
 
-# --- suggestions and the out-of-memory guard --------------------------------------------------------
+# --- suggestions and the out-of-memory guard -------------------------------------------------
 
 def test_no_suggestions_when_it_fits():
     est = memory.estimate(smollm2_plan(batch_pairs=1, seq_len=128))
@@ -272,3 +280,19 @@ def test_out_of_memory_although_the_estimate_fitted_says_what_else_to_check():
     with pytest.raises(memory.OutOfMemory) as info:
         memory.run_with_oom_help(fake_oom, est, T4)
     assert "The estimate fitted, so something else holds memory" in str(info.value)
+
+
+def test_measured_peak_on_a_gpu_reads_the_allocator(monkeypatch):
+    """The CUDA path, with torch.cuda faked: peak stats reset before the run, read after."""
+    from types import SimpleNamespace
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 7 * memory.GIB)
+    gpu_model = SimpleNamespace(
+        parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda", 0))]))
+    result, peak = memory.measured_peak(lambda: events.append("run") or "done", gpu_model)
+    assert (result, peak) == ("done", 7 * memory.GIB)
+    assert events == ["sync", "reset", "run", "sync"]

@@ -75,3 +75,11 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU"):
         precision.choose("cuda")
+
+
+def test_gpu_autocast_targets_cuda_in_the_chosen_dtype(monkeypatch):
+    fake_gpu(monkeypatch, "Tesla T4", (7, 5))
+    p = precision.choose()
+    ctx = p.autocast()  # built, not entered: this machine has no CUDA kernels to run
+    assert isinstance(ctx, torch.autocast)
+    assert (ctx.device, ctx.fast_dtype) == ("cuda", torch.float16)

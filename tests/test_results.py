@@ -22,6 +22,12 @@ def test_dominated_fraction_needs_both_axes_strictly():
     assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == pytest.approx(1 / 3)
 
 
+def test_a_margin_counts_only_clear_wins():
+    p = points([("DPO", 1, 1.0, 0.72), ("PPO (learned RM)", 1, 2.0, 0.70)])
+    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == 1.0
+    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO", margin=0.03) == 0.0
+
+
 def test_step_zero_is_the_sft_model_and_does_not_count():
     p = points([("DPO", 0, -1.0, 0.9), ("DPO", 1, 1.0, 0.6), ("PPO (learned RM)", 1, 2.0, 0.7)])
     assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == 0.0

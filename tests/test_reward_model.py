@@ -56,7 +56,8 @@ def test_reward_is_read_at_the_last_token_whatever_the_padding(fresh):
 
 def test_save_load_round_trip(fresh, tmp_path):
     rm, tok = fresh
-    prompts, responses = ["What is 2 plus 3?", "Name three fruits."], ["5.", "Figs, limes and dates."]
+    prompts = ["What is 2 plus 3?", "Name three fruits."]
+    responses = ["5.", "Figs, limes and dates."]
     before = RM.rewards(rm, tok, prompts, responses)
     RM.save(rm, tok, tmp_path / "rm")
     loaded, tok2 = RM.load(tmp_path / "rm")

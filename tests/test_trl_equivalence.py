@@ -1,6 +1,6 @@
 """Our DPO trainer against TRL's ``DPOTrainer``: same model (the bundled SFT model, fp32), same
-token ids, same batches, same optimizer and schedule; the loss and the six metrics TRL logs agree within 1e-5 at step 0 and
-after several optimizer steps.
+token ids, same batches, same optimizer and schedule; the loss and the six metrics TRL logs
+agree within 1e-5 at step 0 and after several optimizer steps.
 
 TRL tokenizes text itself (prompt and completion jointly, with the eos *string* appended), so
 both trainers are fed the same pre-tokenized examples: ``_prepare_dataset`` is bypassed and
@@ -24,7 +24,7 @@ SIX = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/marg
 
 
 class PreTokenizedDPOTrainer(trl.DPOTrainer):
-    """TRL's trainer on examples that already hold ``prompt_ids``/``chosen_ids``/``rejected_ids``."""
+    """TRL's trainer on examples that hold ``prompt_ids``, ``chosen_ids``, ``rejected_ids``."""
 
     def _prepare_dataset(self, dataset, *args, **kwargs):
         return dataset

@@ -1,0 +1,80 @@
+"""The headless alignment job behind ``python -m dpolab align``.
+
+SFT model (the bundled one, or trained from the base model) → DPO on world preference pairs
+→ gold reward per axis on held-out prompts before and after, and the sampled KL to the SFT
+model. The pairs (``world_pairs``) are on training prompts of the four alignment families,
+labelled by simulated annotators: the bundled on-policy pairs (two samples of the SFT model
+per prompt), topped up with off-policy ones (two demonstrator responses per prompt).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import asdict, replace
+
+import pandas as pd
+
+from . import dpo, env, model, preference, sft, world, worldprefs
+from .world import AXES
+
+# Tuned on the tiny model: a 1M-parameter policy wants a far larger learning rate than the
+# 5e-7..5e-6 quoted for billion-parameter models.
+DEFAULTS = dpo.DPOConfig(beta=1.0, lr=2e-4, steps=120, batch_size=32, reference="precomputed")
+ROWS = ("total", *AXES, "stop_rate")
+
+
+def world_pairs(n: int, seed: int = 0) -> list[dict]:
+    """``n`` pairs: the bundled on-policy pairs of the alignment families
+    (``data/prefs/onpolicy_train.jsonl``), then off-policy pairs up to ``n``, shuffled."""
+    rows, _ = preference.load_pairs(env.data_dir() / "prefs" / "onpolicy_train.jsonl")
+    onpolicy = [r for r in rows if r["family"] in world.ALIGNMENT_FAMILIES][:n]
+    offpolicy = worldprefs.offpolicy_pairs(n - len(onpolicy), seed=seed,
+                                           families=world.ALIGNMENT_FAMILIES)
+    pairs = onpolicy + list(offpolicy)
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def align(beta: float = DEFAULTS.beta, steps: int = DEFAULTS.steps,
+          loss_type: str = DEFAULTS.loss_type, seed: int = 0, lr: float = DEFAULTS.lr,
+          batch_size: int = DEFAULTS.batch_size, eval_prompts: int = 512,
+          run_sft: bool = False) -> tuple[dict, dpo.History]:
+    """Align the tiny model; returns the result (``before``/``after`` gold per axis and total,
+    ``kl``, ``seconds``, and more) and the DPO history."""
+    start = time.perf_counter()
+    sft_seconds = 0.0
+    if run_sft or not (model.bundled(model.SFT) / "config.json").exists():
+        policy, tok = model.load(model.BASE)
+        cfg = sft.SFTConfig(seed=seed)
+        sft_seconds = sft.train_sft(policy, tok, sft.demonstrations(cfg.n_examples, seed),
+                                    cfg).seconds
+    else:
+        policy, tok = model.load(model.SFT)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # the SFT model, for the KL
+    pairs = world_pairs(steps * batch_size, seed)
+    cfg = replace(DEFAULTS, beta=beta, lr=lr, steps=steps, loss_type=loss_type,
+                  batch_size=batch_size, seed=seed)
+    prompts = world.World(seed).prompts(eval_prompts, "eval")
+    history = dpo.train_dpo(policy, tok, pairs, cfg, ref_model=reference, eval_prompts=prompts)
+    before, after = history.eval[0], history.eval[-1]
+    first, last = history.train[0], history.train[-1]
+    result = {
+        "before": {k: before[k] for k in ROWS}, "after": {k: after[k] for k in ROWS},
+        "kl": after["kl"], "seconds": time.perf_counter() - start,
+        "dpo_seconds": history.seconds, "eval_seconds": history.eval_seconds,
+        "sft_seconds": sft_seconds, "pairs": len(pairs),
+        "onpolicy_pairs": sum(r["source"] == "model" for r in pairs), "eval_prompts": eval_prompts,
+        "logps": {"chosen": [first["logps/chosen"], last["logps/chosen"]],
+                  "rejected": [first["logps/rejected"], last["logps/rejected"]]},
+        "config": asdict(cfg),
+    }
+    return result, history
+
+
+def table(result: dict) -> pd.DataFrame:
+    """Gold per axis and total before and after, and the change."""
+    t = pd.DataFrame({"before": result["before"], "after": result["after"]})
+    t["change"] = t["after"] - t["before"]
+    return t.round(3)
