@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
                      precision=args.precision)
     print(peak_table())
     device = gpurun.pick_device()
-    prec = precision.choose(device, want=config.precision if device.type == "cuda" else "auto")
+    cfg, note = gpurun.resolve(config, device)
+    prec = precision.choose(device, want=cfg.precision)
     name = throughput.device_name(device)
     print(f"\ndevice: {name}" + (f", compute capability {prec.capability}" if prec.capability
                                   else ""))
     print(f"precision: {prec.name}: {prec.why}")
-    cfg, note = gpurun.resolve(config, device)
     fallback = note is not None
     model, tok, cfg, note2 = gpurun.load_model(cfg, device)
     data, cfg, note3 = gpurun.load_data(cfg, tok)

@@ -45,9 +45,13 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
+    import torch
+
     from . import evaluate, model, ppo, sft, world, worldprefs
     from . import reward_model as rm_lib
 
+    if env.device().type == "cpu":
+        torch.set_num_threads(1)  # a model this small runs fastest on one thread
     start = time.perf_counter()
     if args.train_sft:
         policy, tok = model.load(model.BASE)
@@ -95,6 +99,8 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
+    import torch
+    torch.set_num_threads(args.threads)  # extra threads cost the tiny model more than they save
     result, _ = pipeline.align(beta=args.beta, steps=args.steps, loss_type=args.loss,
                                seed=args.seed, lr=args.lr, eval_prompts=args.eval_prompts,
                                run_sft=args.sft)
@@ -140,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--rm-pairs", type=int, default=2000, help="demonstrator pairs")
     rlhf.add_argument("--onpolicy-pairs", type=int, default=1000,
                       help="pairs of two SFT samples, also for the reward model")
-    rlhf.add_argument("--updates", type=int, default=40, help="PPO updates (64 rollouts each)")
-    rlhf.add_argument("--kl-coef", type=float, default=0.05)
+    rlhf.add_argument("--updates", type=int, default=30, help="PPO updates (64 rollouts each)")
+    rlhf.add_argument("--kl-coef", type=float, default=0.15)
     rlhf.add_argument("--target-kl", type=float, default=None,
                       help="adapt the KL coefficient to this KL (nats per response)")
     rlhf.add_argument("--lr", type=float, default=1e-4)
@@ -167,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--sft", action="store_true",
                        help="train the SFT model from the base model first (otherwise the "
                             "bundled SFT model is used, or trained when missing)")
+    align.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     align.add_argument("--json", metavar="PATH", help="write the result as JSON")
     align.set_defaults(func=cmd_align)
 

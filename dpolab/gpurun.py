@@ -284,10 +284,9 @@ class Evaluation:
     pair_logps: torch.Tensor | None = None  # (N, 2) held-out chosen/rejected (ultrafeedback)
 
 
-def _pair_logps(model: PreTrainedModel, examples: list[dict], pad_id: int, adapters_off: bool,
+def _pair_logps(model: PreTrainedModel, examples: list[dict], pad_id: int,
                 prec: Precision) -> torch.Tensor:
-    context = model.disable_adapter() if adapters_off else contextlib.nullcontext()
-    with context, prec.autocast():
+    with prec.autocast():
         return dpo.precompute_ref_logps(model, examples, pad_id, batch_size=16)
 
 
@@ -321,7 +320,7 @@ def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dat
                 _response_logps(reference, gens, pad, False, prec)
             scores["kl"] = (_response_logps(model, gens, pad, False, prec) - ref).mean().item()
         return Evaluation(scores, gens)
-    logps = _pair_logps(model, data.eval_examples, pad, False, prec)
+    logps = _pair_logps(model, data.eval_examples, pad, prec)
     scores = {"logp accuracy": (logps[:, 0] > logps[:, 1]).float().mean().item()}
     if before is not None:
         h = (logps[:, 0] - before.pair_logps[:, 0]) - (logps[:, 1] - before.pair_logps[:, 1])

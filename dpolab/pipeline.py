@@ -21,7 +21,7 @@ from .world import AXES
 
 # Tuned on the tiny model: a 1M-parameter policy wants a far larger learning rate than the
 # 5e-7..5e-6 quoted for billion-parameter models.
-DEFAULTS = dpo.DPOConfig(beta=1.0, lr=2e-4, steps=120, batch_size=32, reference="precomputed")
+DEFAULTS = dpo.DPOConfig(beta=1.0, lr=3e-4, steps=90, batch_size=32, reference="precomputed")
 ROWS = ("total", *AXES, "stop_rate")
 
 

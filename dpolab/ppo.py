@@ -58,13 +58,13 @@ REWARDS = ("learned", "gold")
 
 @dataclass
 class PPOConfig:
-    updates: int = 40  # rollout-then-optimise iterations
+    updates: int = 30  # rollout-then-optimise iterations
     rollout_size: int = 64  # prompts sampled per update
     minibatch_size: int = 16
     ppo_epochs: int = 4  # passes over each rollout batch
     lr: float = 1e-4
     max_grad_norm: float = 1.0
-    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
+    kl_coef: float = 0.15  # initial coefficient of the per-token KL penalty
     target_kl: float | None = None  # nats per response; None: a fixed kl_coef
     kl_horizon: int = 10_000  # adaptive controller's horizon, in samples (Ziegler et al.)
     gamma: float = 1.0

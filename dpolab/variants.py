@@ -2,8 +2,8 @@
 
 All share the signature of ``losses.dpo_loss`` — the sequence log-probs of chosen and
 rejected under the policy and the reference, and ``beta`` — so the DPO trainer runs any of
-them by name (``DPOConfig(loss_type=...)``). Importing this module adds them to
-``losses.LOSSES``; ``with_options`` registers one with fixed options under a new name.
+them by name: ``register`` adds one (with fixed options, if any) to ``losses.LOSSES`` and
+returns the name to pass as ``DPOConfig(loss_type=...)``.
 
     loss        paper                               what it changes
     ipo         Azar et al. 2023                    squared loss: a finite target margin
@@ -133,17 +133,17 @@ def kto_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
 VARIANTS = {"sigmoid": dpo_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_dpo_loss,
             "hinge": hinge_loss, "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss}
 REFERENCE_FREE = ("simpo", "orpo")  # defined on mean log-probs, no reference model
-losses.LOSSES.update(VARIANTS)
 
 
-def with_options(loss_type: str, **options: float) -> str:
-    """Register ``VARIANTS[loss_type]`` with fixed ``options`` in ``losses.LOSSES`` and return
-    its name, for options ``DPOConfig`` does not carry: ``with_options("robust",
-    label_smoothing=0.2)`` registers and returns ``"robust(label_smoothing=0.2)"``."""
+def register(loss_type: str, **options: float) -> str:
+    """Add ``VARIANTS[loss_type]``, with fixed ``options`` (those ``DPOConfig`` does not
+    carry), to ``losses.LOSSES`` and return its name for ``DPOConfig(loss_type=...)``:
+    ``register("simpo")`` returns ``"simpo"``, ``register("robust", label_smoothing=0.2)``
+    returns ``"robust(label_smoothing=0.2)"``."""
     if loss_type not in VARIANTS:
         raise ValueError(f"unknown loss_type {loss_type!r}: expected one of {sorted(VARIANTS)}")
-    if not options:
-        return loss_type
-    name = f"{loss_type}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
-    losses.LOSSES[name] = functools.partial(VARIANTS[loss_type], **options)
+    name = loss_type if not options else \
+        f"{loss_type}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+    fn = VARIANTS[loss_type]
+    losses.LOSSES[name] = functools.partial(fn, **options) if options else fn
     return name

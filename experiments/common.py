@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
 
-def setup(description: str) -> argparse.Namespace:
+def setup(description: str, tasks: tuple[str, ...] = ()) -> argparse.Namespace:
     """Parse ``--quick``/``--out`` and pin torch to one thread (two threads on a shared
     2-core machine are many times slower than one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +28,8 @@ def setup(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for CSV and PNG")
+    if tasks:
+        parser.add_argument("--task", choices=tasks, default=tasks[0])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     return args
@@ -48,10 +50,10 @@ def read_pairs(name: str, n: int, skip: int = 0) -> list[dict]:
     return rows[skip:skip + n]
 
 
-def eval_prompts(n: int):
-    """``n`` held-out prompts over all five families (the full world)."""
+def eval_prompts(n: int, families: tuple[str, ...] | None = None):
+    """``n`` held-out prompts over ``families`` (default all five: the full world)."""
     from dpolab import world
-    return world.World(0).prompts(n, "eval", world.FAMILIES)
+    return world.World(0).prompts(n, "eval", families or world.FAMILIES)
 
 
 def heldout_metrics(policy, reference, tok, rows: list[dict], average: bool = False,

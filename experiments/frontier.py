@@ -6,10 +6,11 @@ learned reward model at several KL coefficients, PPO with the gold reward, prefe
 (SFT on the chosen responses only) and best-of-N sampling from the SFT model (ranked by the
 learned reward model; its KL is the analytic log N - (N-1)/N, Stiennon et al. 2020).
 
-    python -m experiments.frontier [--quick] [--out DIR]
+    python -m experiments.frontier [--quick] [--out DIR] [--task world|sentiment]
 
 Writes ``frontier.csv`` (one row per point), ``frontier_runs.csv`` (reward model accuracy and
-run costs) and ``frontier.png``.
+run costs) and ``frontier.png``; with ``--task sentiment`` (the DPO paper's own task: review
+continuations, gold = share of positive words), ``frontier_sentiment*`` with one seed.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def plot(points: pd.DataFrame, path) -> None:
 
 
 def main() -> None:
-    args = setup(__doc__.splitlines()[0])
-    from dpolab import dpo, ppo, results, world
+    args = setup(__doc__.splitlines()[0], tasks=("world", "sentiment"))
+    from dpolab import dpo, ppo, results, world, worldprefs
     if args.quick:
         n_prompts, seeds, betas, kl_coefs = 8, [0], [0.5], [0.1]
         steps, eval_every, updates, ppo_eval, rm_pairs, bon = 2, 1, 1, 1, 64, [1, 2]
@@ -90,13 +91,22 @@ def main() -> None:
         n_prompts, seeds, betas, kl_coefs = 96, [0, 1], [0.1, 0.5, 2.0], [0.02, 0.2]
         steps, eval_every, updates, ppo_eval, rm_pairs, bon = 24, 8, 12, 4, 640, [1, 2, 4, 8]
     batch_size, lr = 16, 5e-4
-    prompts = eval_prompts(n_prompts)
-    train = read_pairs("offpolicy_train", steps * batch_size)
-    heldout = read_pairs("offpolicy_heldout", 4 if args.quick else 200)
+    if args.task == "world":
+        families, suffix = world.FAMILIES, ""
+        train = read_pairs("offpolicy_train", steps * batch_size)
+        rm_rows = read_pairs("offpolicy_train", rm_pairs, skip=1000)
+        heldout = read_pairs("offpolicy_heldout", 4 if args.quick else 200)
+    else:
+        families, suffix, seeds = ("sentiment",), "_sentiment", seeds[:1]
+        train = worldprefs.offpolicy_pairs(steps * batch_size, seed=0, families=families)
+        rm_rows = worldprefs.offpolicy_pairs(rm_pairs, seed=1, families=families)
+        heldout = worldprefs.offpolicy_pairs(4 if args.quick else 200, seed=0, split="eval",
+                                             families=families)
+    prompts = eval_prompts(n_prompts, families)
     rows, runs = [], []
 
     with Timer() as t:
-        rm, rm_acc = reward_model(read_pairs("offpolicy_train", rm_pairs, skip=1000), heldout)
+        rm, rm_acc = reward_model(rm_rows, heldout)
     runs.append({"run": "reward model", "seconds": round(t.seconds, 1), "pairs": rm_pairs,
                  **{f"rm_{k}": v for k, v in rm_acc.items()}})
     for seed in seeds:
@@ -112,7 +122,7 @@ def main() -> None:
     ppo_runs += [("PPO (gold reward)", kl_coefs[0], "gold", s) for s in seeds]
     for method, kl_coef, reward, seed in ppo_runs:
         cfg = ppo.PPOConfig(updates=updates, rollout_size=32, minibatch_size=16, ppo_epochs=2,
-                            lr=3e-4, kl_coef=kl_coef, reward=reward, families=world.FAMILIES,
+                            lr=3e-4, kl_coef=kl_coef, reward=reward, families=families,
                             eval_every=ppo_eval, seed=seed)
         with Timer() as t:
             rows += run_ppo(copy.deepcopy(rm), cfg, prompts, method=method,
@@ -127,11 +137,11 @@ def main() -> None:
     runs.append({"run": "best-of-N", "seconds": round(t.seconds, 1)})
 
     points = pd.DataFrame(rows)
-    points.to_csv(args.out / "frontier.csv", index=False)
+    points.to_csv(args.out / f"frontier{suffix}.csv", index=False)
     frac = results.dominated_fraction(points, "PPO (learned RM)", "DPO")
     runs.append({"run": "summary", "dominated_fraction": frac, "machine": machine()})
-    pd.DataFrame(runs).to_csv(args.out / "frontier_runs.csv", index=False)
-    plot(points, args.out / "frontier.png")
+    pd.DataFrame(runs).to_csv(args.out / f"frontier{suffix}_runs.csv", index=False)
+    plot(points, args.out / f"frontier{suffix}.png")
     print(f"PPO (learned RM) points beaten by some DPO point on both axes: {frac:.0%}")
 
 

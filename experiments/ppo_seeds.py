@@ -24,6 +24,7 @@ import random
 import sys
 
 import pandas as pd
+import torch
 
 from experiments.common import Timer, machine, setup
 
@@ -74,25 +75,49 @@ def samples(policy, reference, rm, tok, prompts, stage: str) -> list[dict]:
             for p, g, r in zip(prompts, gens, learned.tolist(), strict=True)]
 
 
-def memory(cfg_ppo, cfg_dpo, rows) -> list[dict]:
-    """Peak memory of PPO updates and of DPO steps (``memory.cpu_peak``: the most bytes the
-    allocator held), counting every model each run creates: PPO copies the policy into its
-    reference and the reward model into its value model; DPO copies the policy into its
-    reference (``reference="model"``)."""
+def memory(rows: list[dict], quick: bool = False) -> list[dict]:
+    """Peak memory of two PPO updates and of two DPO steps (``memory.cpu_peak``: the most
+    bytes the allocator held), counting every model each run creates: PPO copies the
+    policy into its reference and the reward model into its value model; DPO copies the
+    policy into its reference (``reference="model"``). Both take gradient steps on 64
+    sequences (one PPO minibatch of 64 rollouts; 32 DPO pairs). Measured on the bundled
+    model, where activations outweigh the weights, and on a wider random-weight Llama of
+    the same tokenizer, where the weights count for more."""
     import copy
+
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     from dpolab import dpo, memory, model, ppo
     from dpolab import reward_model as RM
     policy, tok = model.load(model.SFT)
-    rm, _ = RM.load()
-    runs = {"PPO": (lambda: ppo.train_ppo(copy.deepcopy(policy), tok, copy.deepcopy(rm),
-                                          cfg_ppo), 4, 2),
-            "DPO": (lambda: dpo.train_dpo(copy.deepcopy(policy), tok, rows, cfg_dpo), 2, 1)}
+    config = model.tiny_llama_config(tok, d_model=384, n_layers=6, n_heads=6, d_ff=1152)
+    torch.manual_seed(0)
+    wide = LlamaForCausalLM(config)
+    rm_config = copy.deepcopy(config)
+    rm_config.num_labels = 1
+    sizes = {"bundled": (policy, RM.load()[0]),
+             "wide (random weights)": (wide, LlamaForSequenceClassification(rm_config))}
+    rows_per_step = 64
+    if quick:
+        sizes.pop("wide (random weights)")
+        rows_per_step = 8
+    cfg_ppo = ppo.PPOConfig(updates=2, rollout_size=rows_per_step, minibatch_size=rows_per_step,
+                            ppo_epochs=1, normalize_reward=False)
+    cfg_dpo = dpo.DPOConfig(steps=2, batch_size=rows_per_step // 2)
+
+    def run_ppo(pol, rm):
+        ppo.train_ppo(copy.deepcopy(pol), tok, copy.deepcopy(rm), cfg_ppo)
+
+    def run_dpo(pol, rm):
+        dpo.train_dpo(copy.deepcopy(pol), tok, rows, cfg_dpo)
+
     out = []
-    for name, (fn, copies, trained) in runs.items():
-        _, peak = memory.cpu_peak(fn)
-        out.append({"method": name, "model_copies": copies, "trained_copies": trained,
-                    "params_per_copy": model.n_params(policy), "peak_mb": peak / 2 ** 20})
+    for size, (pol, rm) in sizes.items():
+        for name, fn, copies, trained in (("PPO", run_ppo, 4, 2), ("DPO", run_dpo, 2, 1)):
+            _, peak = memory.cpu_peak(lambda fn=fn, pol=pol, rm=rm: fn(pol, rm))
+            out.append({"model": size, "method": name, "model_copies": copies,
+                        "trained_copies": trained, "params_per_copy": model.n_params(pol),
+                        "peak_mb": round(peak / 2 ** 20, 1)})
     return out
 
 
@@ -103,7 +128,7 @@ def main() -> None:
         seeds, n_prompts, updates, hack_updates, dpo_steps = [0, 1], 16, 2, 3, 4
         ppo_kw = {"rollout_size": 16, "minibatch_size": 8, "ppo_epochs": 1}
     else:
-        seeds, n_prompts, updates, hack_updates, dpo_steps = [0, 1, 2], 200, 40, 80, None
+        seeds, n_prompts, updates, hack_updates, dpo_steps = [0, 1, 2], 200, 30, 60, None
         ppo_kw = {}
     prompts = world.World(0).prompts(n_prompts, "eval")
     rows = pairs()
@@ -111,18 +136,18 @@ def main() -> None:
 
     seed_rows = []
     for seed in seeds:
-        cfg = ppo.PPOConfig(updates=updates, eval_every=max(1, updates // 8), seed=seed,
+        cfg = ppo.PPOConfig(updates=updates, eval_every=max(1, updates // 6), seed=seed,
                             **ppo_kw)
         with Timer() as t:
             seed_rows += ppo_run(cfg, prompts, method="PPO", seed=seed)[0]
         log.append({"run": f"PPO seed={seed}", "seconds": round(t.seconds, 1)})
-        dcfg = dpo.DPOConfig(steps=dpo_steps, eval_every=dpo_steps or 10, seed=seed)
+        dcfg = dpo.DPOConfig(steps=dpo_steps, eval_every=dpo_steps or 15, seed=seed)
         with Timer() as t:
             seed_rows += dpo_run(rows, dcfg, prompts, method="DPO", seed=seed)
         log.append({"run": f"DPO seed={seed}", "seconds": round(t.seconds, 1)})
     pd.DataFrame(seed_rows).to_csv(args.out / "ppo_seeds.csv", index=False)
 
-    cfg = ppo.PPOConfig(updates=hack_updates, kl_coef=0.002, eval_every=max(1, hack_updates // 16),
+    cfg = ppo.PPOConfig(updates=hack_updates, kl_coef=0.002, eval_every=max(1, hack_updates // 15),
                         **ppo_kw)
     with Timer() as t:
         hack_rows, (policy, reference, rm, tok, _) = ppo_run(cfg, prompts, method="PPO",
@@ -134,10 +159,10 @@ def main() -> None:
                  + samples(policy, reference, rm, tok, shown, "ppo")).to_csv(
         args.out / "ppo_hacking_samples.csv", index=False)
 
-    mem_ppo = ppo.PPOConfig(updates=2, **ppo_kw)
-    mem_dpo = dpo.DPOConfig(steps=2 * (mem_ppo.rollout_size // 32 or 1))
-    pd.DataFrame(memory(mem_ppo, mem_dpo, rows)).to_csv(args.out / "ppo_vs_dpo_memory.csv",
+    with Timer() as t:
+        pd.DataFrame(memory(rows, args.quick)).to_csv(args.out / "ppo_vs_dpo_memory.csv",
                                                       index=False)
+    log.append({"run": "memory", "seconds": round(t.seconds, 1)})
     log.append({"run": "command", "seconds": None,
                 "note": f"python -m experiments.ppo_seeds {' '.join(sys.argv[1:])}; {machine()}"})
     pd.DataFrame(log).to_csv(args.out / "ppo_seeds_runs.csv", index=False)

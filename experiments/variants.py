@@ -54,7 +54,7 @@ def response_tokens(policy, tok, prompts, seed: int = 0) -> float:
 def config(loss_type: str, steps: int, batch_size: int, lr: float, **over):
     from dpolab import dpo, variants
     s = {**SETTINGS[loss_type], **over}
-    name = variants.with_options(loss_type, **s.get("options", {}))
+    name = variants.register(loss_type, **s.get("options", {}))
     return dpo.DPOConfig(beta=s["beta"], loss_type=name, lr=lr, steps=steps,
                          batch_size=batch_size, reference="precomputed",
                          average_logps=s.get("average_logps", False))

@@ -1,12 +1,23 @@
 """PPO: each implementation detail against its formula, then short runs."""
 
 import copy
+import json
 
 import pytest
 import torch
 
 from dpolab import evaluate, model, ppo, world
 from dpolab import reward_model as RM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: a model this small runs fastest on one, and many times slower on
+    two when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_gae_matches_a_hand_computed_example():
@@ -169,3 +180,18 @@ def test_nan_reward_is_caught_before_the_update(sft, trained_rm):
     cfg = ppo.PPOConfig(updates=1, rollout_size=8, minibatch_size=4, normalize_reward=False)
     with pytest.raises(FloatingPointError, match="PPO reward is not finite .* at update 1:"):
         ppo.train_ppo(policy, tok, broken, cfg)
+
+
+@pytest.mark.slow
+def test_rlhf_command_writes_the_before_after_table(tmp_path):
+    from dpolab import cli
+    out = tmp_path / "rlhf.json"
+    status = cli.main(["rlhf", "--rm-pairs", "64", "--onpolicy-pairs", "32", "--updates", "1",
+                       "--eval-prompts", "16", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert status == 0
+    for stage in ("before", "after"):
+        assert {"total", *world.AXES} <= set(result[stage])
+        assert 0 <= result[stage]["total"] <= 1
+    assert result["kl"] > 0 and result["seconds"] > 0
+    assert result["reward_model"]["pairs"] == 16

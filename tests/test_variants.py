@@ -15,6 +15,12 @@ BETA = 0.3
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
+@pytest.fixture(autouse=True)
+def fresh_losses(monkeypatch):
+    """Registrations made by a test stay in that test."""
+    monkeypatch.setattr(losses, "LOSSES", dict(losses.LOSSES))
+
+
 @pytest.fixture
 def logps():
     g = torch.Generator().manual_seed(0)
@@ -28,9 +34,11 @@ def h_of(pc, pr, rc, rr):
     return (pc - rc) - (pr - rr)
 
 
-def test_every_variant_is_registered_with_the_trainer():
-    for name in ("ipo", "cdpo", "robust", "hinge", "simpo", "orpo", "kto"):
-        assert losses.LOSSES[name] is variants.VARIANTS[name]
+def test_register_makes_every_variant_a_trainer_loss(logps):
+    for name, fn in variants.VARIANTS.items():
+        assert variants.register(name) == name
+        out, _, _ = losses.preference_loss(*logps, BETA, loss_type=name)
+        assert torch.equal(out, fn(*logps, BETA))
 
 
 def test_cdpo_is_the_smoothed_dpo_loss(logps):
@@ -149,13 +157,13 @@ def test_kto_matches_trl_given_the_same_kl(logps):
     assert torch.allclose(ours.mean() / 2, trl_losses.mean(), atol=1e-10)
 
 
-def test_with_options_registers_a_named_partial(logps):
-    name = variants.with_options("robust", label_smoothing=0.2)
+def test_register_with_options_makes_a_named_partial(logps):
+    name = variants.register("robust", label_smoothing=0.2)
     assert name == "robust(label_smoothing=0.2)"
     out, _, _ = losses.preference_loss(*logps, BETA, loss_type=name)
     assert torch.allclose(out, variants.robust_dpo_loss(*logps, BETA, label_smoothing=0.2))
     with pytest.raises(ValueError, match="unknown loss_type 'nope'"):
-        variants.with_options("nope", x=1)
+        variants.register("nope", x=1)
 
 
 def _trl_source(rel: str) -> str:
