@@ -59,15 +59,17 @@ def align(beta: float = DEFAULTS.beta, steps: int = DEFAULTS.steps,
     prompts = world.World(seed).prompts(eval_prompts, "eval")
     history = dpo.train_dpo(policy, tok, pairs, cfg, ref_model=reference, eval_prompts=prompts)
     before, after = history.eval[0], history.eval[-1]
-    first, last = history.train[0], history.train[-1]
+    t = history.frame()
+    first, last = t.iloc[:10].mean(), t.iloc[-10:].mean()  # 10 batches each, less noisy
     result = {
         "before": {k: before[k] for k in ROWS}, "after": {k: after[k] for k in ROWS},
         "kl": after["kl"], "seconds": time.perf_counter() - start,
         "dpo_seconds": history.seconds, "eval_seconds": history.eval_seconds,
         "sft_seconds": sft_seconds, "pairs": len(pairs),
         "onpolicy_pairs": sum(r["source"] == "model" for r in pairs), "eval_prompts": eval_prompts,
-        "logps": {"chosen": [first["logps/chosen"], last["logps/chosen"]],
-                  "rejected": [first["logps/rejected"], last["logps/rejected"]]},
+        "logps_first_last_10_steps": {
+            "chosen": [first["logps/chosen"], last["logps/chosen"]],
+            "rejected": [first["logps/rejected"], last["logps/rejected"]]},
         "config": asdict(cfg),
     }
     return result, history

@@ -111,6 +111,14 @@ def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: i
             "response": input_ids[:, P:], "mask": attention[:, P:].float(), "P": P}
 
 
+def generations_batch(gens: list[evaluate.Generation], tokenizer: PreTrainedTokenizerBase,
+                      device: torch.device | str = "cpu") -> dict:
+    """``layout`` of sampled generations, on ``device``."""
+    batch = layout([g.prompt_ids for g in gens], [g.response_ids for g in gens],
+                   tokenizer.pad_token_id)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def _inputs(batch: dict) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
 
@@ -262,10 +270,7 @@ def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: P
     device = next(policy.parameters()).device
     gens = evaluate.sample(policy, tokenizer, prompts, cfg.max_new_tokens, temperature=1.0,
                            batch_size=len(prompts), seed=seed)
-    batch = layout([g.prompt_ids for g in gens], [g.response_ids for g in gens],
-                   tokenizer.pad_token_id)
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    policy.eval()
+    batch = generations_batch(gens, tokenizer, device)
     logps, _ = policy_logps(policy, batch)
     ref_logps, _ = policy_logps(reference, batch)
     values = token_values(value_model, batch)
@@ -309,11 +314,8 @@ def reward_statistics(reference: PreTrainedModel, reward_model: PreTrainedModel,
     if cfg.reward == "gold":
         r = _gold_scores(gens)
     else:
-        batch = layout([g.prompt_ids for g in gens], [g.response_ids for g in gens],
-                       tokenizer.pad_token_id)
         device = next(reward_model.parameters()).device
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        r = sequence_scores(reward_model, batch)
+        r = sequence_scores(reward_model, generations_batch(gens, tokenizer, device))
     return r.mean().item(), max(r.std().item(), 1e-6)
 
 
@@ -325,6 +327,7 @@ class PPOHistory:
 
     train: list[dict[str, float]] = field(default_factory=list)
     eval: list[dict[str, float]] = field(default_factory=list)
+    # the first rollouts of every update: (prompt, response, learned reward, gold reward)
     samples: list[list[tuple[str, str, float, float]]] = field(default_factory=list)
     reward_stats: tuple[float, float] = (0.0, 1.0)
     seconds: float = 0.0
@@ -372,10 +375,8 @@ def evaluate_policy(policy: PreTrainedModel, reference: PreTrainedModel,
     result = evaluate.evaluate(policy, tokenizer, prompts, reference, max_new_tokens, seed)
     row = {**result.scores, "kl": result.kl}
     if reward_model is not None:
-        batch = layout([g.prompt_ids for g in result.generations],
-                       [g.response_ids for g in result.generations], tokenizer.pad_token_id)
         device = next(reward_model.parameters()).device
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = generations_batch(result.generations, tokenizer, device)
         with torch.no_grad():
             row["learned"] = sequence_scores(reward_model, batch).mean().item()
     return row

@@ -11,7 +11,7 @@ from accelerate import PartialState
 from dpolab import dpo, model, pairs, worldprefs
 
 torch.set_num_threads(1)
-m, tok = model.load(model.BASE)
+m, tok = model.load(model.SFT)
 examples = pairs.encode_pairs(tok, worldprefs.offpolicy_pairs(48, seed=0))[0]
 cfg = dpo.DPOConfig(steps=3, batch_size=4, lr=1e-3, reference="precomputed")
 history = dpo.train_dpo(m, tok, examples, cfg)

@@ -15,11 +15,12 @@ from dpolab import chat, dpo, losses, model, pairs, pipeline, world, worldprefs
 from dpolab.logps import model_logps
 
 ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)  # a model this small runs fastest on one thread, busy machine or not
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return model.load(model.BASE)[1]
+    return model.load(model.SFT)[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def examples(tok):
 
 
 def fresh():
-    return model.load(model.BASE)[0]
+    return model.load(model.SFT)[0]
 
 
 def run(examples, tok, **overrides):
@@ -42,7 +43,7 @@ def assert_same_run(a, b, tol=1e-5):
     assert len(a.train) == len(b.train)
     for ra, rb in zip(a.train, b.train, strict=True):
         for k in dpo.METRICS:
-            assert ra[k] == pytest.approx(rb[k], abs=tol), (ra["step"], k)
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=tol), (ra["step"], k)
 
 
 def test_concatenated_forward_equals_separate_forwards(tok, examples):
@@ -68,7 +69,11 @@ def test_step_zero_loss_is_ln2_and_rewards_are_zero(tok, examples):
 
 
 def test_dpo_gradient_matches_its_closed_form(tok, examples):
-    """d loss / d theta = -beta * sigmoid(-beta * h) * (grad logp_w - grad logp_l)."""
+    """d loss / d theta = -beta * sigmoid(-beta * h) * (grad logp_w - grad logp_l).
+
+    Compared over all parameters at once: where grad logp_w and grad logp_l nearly cancel,
+    single entries carry float32 rounding (Llama's RMSNorm computes in fp32 whatever the
+    model's dtype), so the tolerance is relative to the largest gradient entry."""
     m = fresh()
     beta = 0.5
     batch = pairs.collate_pairs(examples[:1], tok.pad_token_id)
@@ -81,8 +86,12 @@ def test_dpo_gradient_matches_its_closed_form(tok, examples):
     grad_l = torch.autograd.grad(logp_l.sum(), params)
     h = ((logp_w - ref_w) - (logp_l - ref_l)).detach()
     weight = -beta * torch.sigmoid(-beta * h)
-    for g, gw, gl in zip(grads, grad_w, grad_l, strict=True):
-        torch.testing.assert_close(g, weight * (gw - gl), atol=1e-6, rtol=1e-4)
+    got = torch.cat([g.flatten() for g in grads])
+    closed_form = weight * torch.cat([(gw - gl).flatten() for gw, gl in zip(grad_w, grad_l,
+                                                                             strict=True)])
+    scale = closed_form.abs().max().item()
+    torch.testing.assert_close(got, closed_form, atol=1e-5 * scale, rtol=1e-4)
+    assert scale > 1e-3  # a real gradient, not zeros compared with zeros
 
 
 def test_precomputed_reference_equals_frozen_copy(tok, examples):

@@ -126,6 +126,10 @@ def test_layout_puts_every_response_at_the_same_column_and_logps_match(sft):
     expected = evaluate.response_logps(policy, gens, tok.pad_token_id)
     assert torch.allclose((logps * batch["mask"]).sum(1), expected, atol=1e-4)
     assert (entropy > 0).all()
+    # The reward model's head read at the last response token is its usual reward.
+    rm = RM.load()[0]
+    expected_r = RM.rewards(rm, tok, [g.prompt for g in gens], [g.response for g in gens])
+    assert torch.allclose(ppo.sequence_scores(rm, batch), expected_r, atol=1e-4)
     # A minibatch drops the columns that are padding in all its rows, and changes nothing.
     rows = [0, 2]
     mb, R = ppo.minibatch(batch, rows)
