@@ -107,6 +107,10 @@ def cmd_align(args: argparse.Namespace) -> int:
     print(f"\ngold reward on {result['eval_prompts']} held-out prompts, before and after DPO:")
     print(pipeline.table(result).to_string())
     print(f"KL(policy || SFT) = {result['kl']:.3f} nats per response (sampled)")
+    ratio = result["log_ratio_last_10_steps"]
+    print(f"log p - log p_ref of the training pairs (last 10 steps): chosen "
+          f"{ratio['chosen']:+.2f}, rejected {ratio['rejected']:+.2f}"
+          + ("  (both fell: likelihood displacement)" if max(ratio.values()) < 0 else ""))
     print(f"seconds: {result['seconds']:.1f} in all, DPO training {result['dpo_seconds']:.1f}, "
           f"evaluation {result['eval_seconds']:.1f}"
           + (f", SFT {result['sft_seconds']:.1f}" if result["sft_seconds"] else ""))

@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -60,7 +61,7 @@ METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "
 class DPOConfig:
     beta: float = 0.1  # larger keeps the policy closer to the reference
     loss_type: str = "sigmoid"  # a key of losses.LOSSES
-    label_smoothing: float = 0.0  # cDPO's label-flip rate (sigmoid loss only)
+    label_smoothing: float = 0.0  # assumed label-flip rate (the sigmoid loss: cDPO)
     lr: float = 5e-4
     steps: int | None = None  # optimizer steps; None: `epochs` passes over the pairs
     epochs: int = 1
@@ -230,6 +231,15 @@ def _check_resumable(saved: dict, cfg: DPOConfig, path: Path) -> None:
 
 # --- the trainer ---------------------------------------------------------------------------------
 
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """Accelerate keeps one state per process and refuses a second precision in it; on one
+    process (a notebook training in fp32, then in bf16) the precision is switched here."""
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current not in (None, mixed_precision) and AcceleratorState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
 def _encode(tokenizer: PreTrainedTokenizerBase, pairs: list[dict], max_length: int | None,
             ) -> list[dict]:
     if pairs and "prompt_ids" in pairs[0]:
@@ -269,7 +279,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     cfg = cfg or DPOConfig()
     loss_options = cfg.loss_options()
     t0 = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = _accelerator(cfg.mixed_precision)
     seed_everything(cfg.seed)
     examples = _encode(tokenizer, pairs, cfg.max_length)
     pad_id = tokenizer.pad_token_id
@@ -278,6 +288,8 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         raise ValueError(f"{len(examples)} pairs cannot fill one batch of {size} "
                          f"(batch_size x grad_accum x processes)")
     steps = cfg.steps or cfg.epochs * (len(examples) // size)
+    if ref_model is model:
+        raise ValueError("ref_model is the policy itself: pass a separate copy, or none")
     if cfg.reference == "adapters" and (not _is_peft(model) or ref_model is not None):
         raise ValueError("reference='adapters' needs a peft model (and no ref_model): the "
                          "reference is the same model with its adapters disabled")
@@ -300,11 +312,13 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         ref_logps = state["ref_logps"]
     if cfg.reference == "precomputed" and ref_logps is None:
         source = ref_model.to(accelerator.device) if ref_model is not None else model
-        ref_logps = precompute_ref_logps(source, examples, pad_id, 2 * cfg.batch_size,
-                                         cfg.average_logps)
+        with accelerator.autocast():  # the same precision as the policy's forward
+            ref_logps = precompute_ref_logps(source, examples, pad_id, 2 * cfg.batch_size,
+                                             cfg.average_logps)
 
-    optimizer, scheduler = adamw_with_schedule(model.parameters(), cfg.lr, steps,
-                                               cfg.warmup_steps, cfg.weight_decay)
+    optimizer, scheduler = adamw_with_schedule(
+        model.parameters(), cfg.lr, steps, cfg.warmup_steps, cfg.weight_decay,
+        fused=accelerator.device.type in ("cpu", "cuda"))
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
     history = History()
@@ -321,7 +335,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         if ref_logps is not None:
             ref = ref_logps[idx].to(accelerator.device)
             return ref[:, 0], ref[:, 1]
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             if cfg.reference == "adapters":
                 with policy.disable_adapter():
                     return concatenated_forward(policy, batch, cfg.average_logps)
@@ -383,7 +397,9 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         # One host sync per step: metrics, grad norm and the finiteness check together.
         values = torch.cat([sums, grad_norm.view(1).to(metric_dtype),
                             torch.stack(micro_losses).to(metric_dtype)]).tolist()
-        _check_finite(values, step, micro, policy)
+        # With fp16's loss scaler an inf gradient is an overflow the scaler handles: it
+        # skips this step and lowers the scale. Without a scaler it is an error.
+        _check_finite(values, step, micro, policy, grads=accelerator.scaler is None)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -411,8 +427,9 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
 
 
 def _check_finite(values: list[float], step: int, micro: list[list[int]],
-                  policy: torch.nn.Module) -> None:
-    """A clear error, before the optimizer step, when a loss or a gradient is NaN/inf."""
+                  policy: torch.nn.Module, grads: bool = True) -> None:
+    """A clear error, before the optimizer step, when a loss or (if ``grads``) the gradient
+    norm is NaN/inf."""
     n_metrics = len(METRICS) + 1
     for j, loss in enumerate(values[n_metrics + 1:]):
         if not math.isfinite(loss):
@@ -420,7 +437,7 @@ def _check_finite(values: list[float], step: int, micro: list[list[int]],
                 f"DPO loss is {loss} at step {step + 1}, micro-batch {j} of {len(micro)} "
                 f"(pairs {micro[j][:8]}{' ...' if len(micro[j]) > 8 else ''} of the training "
                 f"set): check those pairs, or lower lr")
-    if not math.isfinite(values[n_metrics]):
+    if grads and not math.isfinite(values[n_metrics]):
         bad = next((name for name, p in policy.named_parameters()
                     if p.grad is not None and not torch.isfinite(p.grad).all()), "?")
         raise FloatingPointError(

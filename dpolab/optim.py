@@ -7,11 +7,13 @@ import torch
 
 def adamw_with_schedule(params, lr: float, total_steps: int, warmup_steps: int = 0,
                         weight_decay: float = 0.0, decay_to: float = 0.0,
+                        fused: bool | None = None,
                         ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW and a schedule: lr rises linearly for ``warmup_steps``, then falls linearly to
-    ``decay_to * lr`` at ``total_steps``."""
+    ``decay_to * lr`` at ``total_steps``. ``fused``: one kernel for all parameters (CPU and
+    CUDA), the same update computed faster."""
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr,
-                            weight_decay=weight_decay)
+                            weight_decay=weight_decay, fused=fused)
 
     def factor(step: int) -> float:
         if step < warmup_steps:

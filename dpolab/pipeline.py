@@ -59,17 +59,17 @@ def align(beta: float = DEFAULTS.beta, steps: int = DEFAULTS.steps,
     prompts = world.World(seed).prompts(eval_prompts, "eval")
     history = dpo.train_dpo(policy, tok, pairs, cfg, ref_model=reference, eval_prompts=prompts)
     before, after = history.eval[0], history.eval[-1]
-    t = history.frame()
-    first, last = t.iloc[:10].mean(), t.iloc[-10:].mean()  # 10 batches each, less noisy
+    late = history.frame().iloc[-10:].mean()  # the last 10 batches
     result = {
         "before": {k: before[k] for k in ROWS}, "after": {k: after[k] for k in ROWS},
         "kl": after["kl"], "seconds": time.perf_counter() - start,
         "dpo_seconds": history.seconds, "eval_seconds": history.eval_seconds,
         "sft_seconds": sft_seconds, "pairs": len(pairs),
         "onpolicy_pairs": sum(r["source"] == "model" for r in pairs), "eval_prompts": eval_prompts,
-        "logps_first_last_10_steps": {
-            "chosen": [first["logps/chosen"], last["logps/chosen"]],
-            "rejected": [first["logps/rejected"], last["logps/rejected"]]},
+        # log p(y|x) - log p_ref(y|x) of the training responses: both < 0 is likelihood
+        # displacement (the chosen responses lost probability too).
+        "log_ratio_last_10_steps": {"chosen": late["rewards/chosen"] / beta,
+                                    "rejected": late["rewards/rejected"] / beta},
         "config": asdict(cfg),
     }
     return result, history

@@ -15,9 +15,10 @@ Implementation Details of RLHF with PPO". Each detail is a small function or a l
 3. **Per-token KL penalty**: every response token gets ``-kl_coef * (log pi - log pi_ref)``
    against the frozen reference (the SFT model). ``target_kl`` makes the coefficient
    adaptive (Ziegler et al. 2019): it grows when KL overshoots the target, shrinks below.
-4. **Value model and GAE**: a separate value model, initialised from the reward model,
-   predicts the return at every token; advantages by generalised advantage estimation
-   (Schulman et al. 2016) with ``gamma`` and ``lam``; returns = advantages + values.
+4. **Value model and GAE**: a separate value model, initialised from the reward model
+   (Stiennon et al. 2020), predicts the return at every token; advantages by generalised
+   advantage estimation (Schulman et al. 2016) with ``gamma`` and ``lam``;
+   returns = advantages + values.
 5. **Advantage whitening** over the rollout batch (mean 0, std 1, response tokens only).
 6. **Clipped surrogate** ``max(-A * ratio, -A * clip(ratio, 1-eps, 1+eps))`` and **clipped
    value loss** ``0.5 * max((V - R)^2, (V_clip - R)^2)`` (Schulman et al. 2017).
@@ -249,7 +250,8 @@ class Rollout:
     logps: torch.Tensor
     ref_logps: torch.Tensor
     values: torch.Tensor
-    raw_scores: torch.Tensor  # reward before normalisation: the reward model's r(x, y)
+    learned: torch.Tensor  # the reward model's r(x, y), whatever the reward PPO optimises
+    raw_scores: torch.Tensor  # the reward before normalisation (learned or gold)
     scores: torch.Tensor  # the reward that goes on the last token
     kl: torch.Tensor
     rewards: torch.Tensor
@@ -274,8 +276,8 @@ def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: P
     logps, _ = policy_logps(policy, batch)
     ref_logps, _ = policy_logps(reference, batch)
     values = token_values(value_model, batch)
-    raw = sequence_scores(reward_model, batch) if cfg.reward == "learned" \
-        else _gold_scores(gens).to(device)
+    learned = sequence_scores(reward_model, batch)
+    raw = learned if cfg.reward == "learned" else _gold_scores(gens).to(device)
     mean, std = reward_stats
     scores = (raw - mean) / std
     if cfg.no_eos_reward is not None:
@@ -287,8 +289,8 @@ def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: P
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
         advantages = whiten(advantages, mask)
-    return Rollout(gens, batch, logps, ref_logps, values * mask, raw, scores, kl, rewards,
-                   advantages, returns)
+    return Rollout(gens, batch, logps, ref_logps, values * mask, learned, raw, scores, kl,
+                   rewards, advantages, returns)
 
 
 def token_table(ro: Rollout, tokenizer: PreTrainedTokenizerBase, row: int) -> pd.DataFrame:
@@ -404,7 +406,7 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """PPO-train ``policy`` in place against ``reward_model`` and return the history.
 
     ``reference``: the frozen model of the KL penalty (default: a copy of ``policy`` as it
-    is now). ``value_model``: default a copy of ``reward_model`` (Ziegler et al. 2019
+    is now). ``value_model``: default a copy of ``reward_model`` (Stiennon et al. 2020
     initialise the value function from the reward model). ``eval_prompts``: held-out
     prompts scored before training, every ``cfg.eval_every`` updates and at the end.
     ``callback(update, history)`` runs after every update (for a live plot)."""
@@ -435,9 +437,8 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
     def run_eval(update: int) -> None:
         if eval_prompts is not None:
-            row = evaluate_policy(accelerator.unwrap_model(policy), reference,
-                                  reward_model if cfg.reward == "learned" else None, tokenizer,
-                                  eval_prompts, cfg.max_new_tokens, cfg.seed)
+            row = evaluate_policy(accelerator.unwrap_model(policy), reference, reward_model,
+                                  tokenizer, eval_prompts, cfg.max_new_tokens, cfg.seed)
             history.eval.append({"update": update, **row})
 
     run_eval(0)
@@ -463,7 +464,7 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
         seq_kl = ro.kl.sum(1).mean().item()
         kl_ctl.update(seq_kl, cfg.rollout_size)
-        row = {"update": update, "reward/learned": ro.raw_scores.mean().item(),
+        row = {"update": update, "reward/learned": ro.learned.mean().item(),
                "reward/gold": _gold_scores(ro.generations).mean().item(),
                "kl": seq_kl, "kl_coef": kl_ctl.value,
                "response_length": ro.batch["mask"].sum(1).mean().item(),
@@ -471,7 +472,7 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
         history.train.append(row)
         history.samples.append([(g.prompt, g.response, r, gold) for g, r, gold in zip(
-            ro.generations[:8], ro.raw_scores[:8].tolist(),
+            ro.generations[:8], ro.learned[:8].tolist(),
             _gold_scores(ro.generations[:8]).tolist(), strict=True)])
         bar.update()
         bar.set_postfix(learned=f"{row['reward/learned']:.2f}", gold=f"{row['reward/gold']:.2f}",
@@ -513,7 +514,8 @@ def _ppo_step(policy, value_model, optimizer, scheduler, accelerator: Accelerato
     accelerator.backward(loss)
     grad_norm = accelerator.clip_grad_norm_(
         list(policy.parameters()) + list(value_model.parameters()), cfg.max_grad_norm)
-    _check_finite("gradient norm", grad_norm, update, epoch, mb)
+    if accelerator.scaler is None:  # with fp16's loss scaler, an overflow skips the step
+        _check_finite("gradient norm", grad_norm, update, epoch, mb)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -51,9 +51,9 @@ BUNDLED = "tiny-llama-rm"  # the reward model shipped under data/ (scripts/make_
 def from_sft(path: str | Path = model.SFT, seed: int = 0,
              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A reward model initialised from a causal LM checkpoint (the SFT model by default):
-    same trunk, a new scalar head drawn with std ``1/sqrt(d_model + 1)`` (Stiennon et al.
-    2020). The checkpoint has no head, so ``transformers`` would report it missing; that
-    is expected and silenced here."""
+    same trunk, a new scalar head drawn with std ``1/sqrt(d_model + 1)`` (the reward head
+    of Ziegler et al. 2019's code, per Huang et al. 2024). The checkpoint has no head, so
+    ``transformers`` would report it missing; that is expected and silenced here."""
     if str(path) in (model.BASE, model.SFT):
         path = model.bundled(str(path))
     tokenizer = AutoTokenizer.from_pretrained(path)

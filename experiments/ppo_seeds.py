@@ -4,7 +4,8 @@
 
 1. PPO from the SFT model against the bundled reward model (``data/tiny-llama-rm``), with
    ``PPOConfig()`` defaults, over several seeds; DPO from the SFT model on the pairs that
-   reward model was trained on, over the same seeds. Held-out gold reward and sampled KL
+   reward model was trained on, with the settings of ``python -m dpolab align``
+   (``pipeline.DEFAULTS``), over the same seeds. Held-out gold reward and sampled KL
    every few updates/steps: ``ppo_seeds.csv``.
 2. The same PPO with a KL coefficient small enough that the policy can leave the region
    where the reward model is right, for longer: learned and gold reward at every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import random
 import sys
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -79,10 +81,11 @@ def memory(rows: list[dict], quick: bool = False) -> list[dict]:
     """Peak memory of two PPO updates and of two DPO steps (``memory.cpu_peak``: the most
     bytes the allocator held), counting every model each run creates: PPO copies the
     policy into its reference and the reward model into its value model; DPO copies the
-    policy into its reference (``reference="model"``). Both take gradient steps on 64
-    sequences (one PPO minibatch of 64 rollouts; 32 DPO pairs). Measured on the bundled
-    model, where activations outweigh the weights, and on a wider random-weight Llama of
-    the same tokenizer, where the weights count for more."""
+    policy into its reference (``reference="model"``), or computes the reference's
+    log-probs once before training and keeps no second model (``"precomputed"``). All take
+    gradient steps on 64 sequences (one PPO minibatch of 64 rollouts; 32 DPO pairs).
+    Measured on the bundled model, where activations outweigh the weights, and on a wider
+    random-weight Llama of the same tokenizer, where the weights count for more."""
     import copy
 
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
@@ -108,12 +111,17 @@ def memory(rows: list[dict], quick: bool = False) -> list[dict]:
     def run_ppo(pol, rm):
         ppo.train_ppo(copy.deepcopy(pol), tok, copy.deepcopy(rm), cfg_ppo)
 
-    def run_dpo(pol, rm):
-        dpo.train_dpo(copy.deepcopy(pol), tok, rows, cfg_dpo)
+    def run_dpo(pol, rm, reference="model"):
+        dpo.train_dpo(copy.deepcopy(pol), tok, rows, replace(cfg_dpo, reference=reference))
+
+    def run_dpo_precomputed(pol, rm):
+        run_dpo(pol, rm, "precomputed")
 
     out = []
     for size, (pol, rm) in sizes.items():
-        for name, fn, copies, trained in (("PPO", run_ppo, 4, 2), ("DPO", run_dpo, 2, 1)):
+        for name, fn, copies, trained in (("PPO", run_ppo, 4, 2), ("DPO", run_dpo, 2, 1),
+                                          ("DPO, precomputed reference", run_dpo_precomputed,
+                                           1, 1)):
             _, peak = memory.cpu_peak(lambda fn=fn, pol=pol, rm=rm: fn(pol, rm))
             out.append({"model": size, "method": name, "model_copies": copies,
                         "trained_copies": trained, "params_per_copy": model.n_params(pol),
@@ -123,7 +131,7 @@ def memory(rows: list[dict], quick: bool = False) -> list[dict]:
 
 def main() -> None:
     args = setup(__doc__)
-    from dpolab import dpo, ppo, world
+    from dpolab import pipeline, ppo, world
     if args.quick:
         seeds, n_prompts, updates, hack_updates, dpo_steps = [0, 1], 16, 2, 3, 4
         ppo_kw = {"rollout_size": 16, "minibatch_size": 8, "ppo_epochs": 1}
@@ -141,7 +149,8 @@ def main() -> None:
         with Timer() as t:
             seed_rows += ppo_run(cfg, prompts, method="PPO", seed=seed)[0]
         log.append({"run": f"PPO seed={seed}", "seconds": round(t.seconds, 1)})
-        dcfg = dpo.DPOConfig(steps=dpo_steps, eval_every=dpo_steps or 15, seed=seed)
+        dcfg = replace(pipeline.DEFAULTS, steps=dpo_steps or pipeline.DEFAULTS.steps,
+                       eval_every=dpo_steps or 15, seed=seed)
         with Timer() as t:
             seed_rows += dpo_run(rows, dcfg, prompts, method="DPO", seed=seed)
         log.append({"run": f"DPO seed={seed}", "seconds": round(t.seconds, 1)})

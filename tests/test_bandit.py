@@ -9,14 +9,6 @@ from dpolab import bandit as bd
 from dpolab import losses
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def b():
     return bd.example()

@@ -15,7 +15,6 @@ from dpolab import chat, dpo, losses, model, pairs, pipeline, world, worldprefs
 from dpolab.logps import model_logps
 
 ROOT = Path(__file__).resolve().parent.parent
-torch.set_num_threads(1)  # a model this small runs fastest on one thread, busy machine or not
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +101,7 @@ def test_precomputed_reference_equals_frozen_copy(tok, examples):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_reference_with_adapters_disabled(tok, examples):
     from peft import LoraConfig, get_peft_model
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
@@ -128,6 +128,16 @@ def test_lora_reference_with_adapters_disabled(tok, examples):
     assert_same_run(*runs)
     assert runs[0].train[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert runs[0].train[-1]["rewards/margins"] != 0.0
+
+
+def test_bf16_autocast_after_fp32_in_one_process(tok, examples):
+    """A notebook may train in fp32 and then in bf16; the reference runs in the same
+    precision as the policy, so step 0 is still exactly ln 2."""
+    _, fp32 = run(examples, tok, steps=1)
+    _, bf16 = run(examples, tok, steps=2, mixed_precision="bf16", reference="precomputed")
+    assert bf16.train[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert bf16.train[0]["logps/chosen"] != fp32.train[0]["logps/chosen"]  # bf16 matmuls
+    assert bf16.train[0]["logps/chosen"] == pytest.approx(fp32.train[0]["logps/chosen"], rel=0.05)
 
 
 def test_gradient_accumulation_equals_a_bigger_batch(tok, examples):
@@ -181,6 +191,25 @@ def test_nan_gradient_names_step_and_parameter(tok, examples):
     message = r"gradient norm is (nan|inf) at step 1 \(first non-finite gradient: model.layers.1"
     with pytest.raises(FloatingPointError, match=message):
         dpo.train_dpo(m, tok, examples, dpo.DPOConfig(steps=2, batch_size=8))
+
+
+def test_fp16_overflow_is_skipped_by_the_loss_scaler_not_raised(tok, examples, monkeypatch):
+    """With fp16 on a GPU, Accelerate scales the loss; an inf gradient is then an overflow
+    that the scaler answers by skipping the step and halving the scale. CPU has no fp16
+    scaler, so one is attached here by hand."""
+    def with_scaler(mixed_precision):
+        accelerator = dpo.Accelerator()
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        return accelerator
+    monkeypatch.setattr(dpo, "_accelerator", with_scaler)
+    m = fresh()
+    w = m.model.layers[1].mlp.up_proj.weight
+    calls = []
+    w.register_hook(lambda g: g * float("inf") if not calls.append(1) and len(calls) == 1 else g)
+    before = w.detach().clone()
+    h = dpo.train_dpo(m, tok, examples, dpo.DPOConfig(steps=3, batch_size=8, lr=1e-3))
+    assert [math.isfinite(r["grad_norm"]) for r in h.train] == [False, True, True]
+    assert math.isfinite(h.train[-1]["loss"]) and not torch.equal(w, before)
 
 
 def test_bad_config_and_too_few_pairs_raise(tok, examples):
@@ -242,3 +271,25 @@ def test_dpo_raises_held_out_gold_reward_of_the_sft_model():
     assert after["total"] > before["total"] + 0.05
     assert 0.0 < after["kl"] < 10.0
     assert h.train[-1]["rewards/accuracies"] > 0.6
+
+
+def test_world_pairs_mix_onpolicy_and_offpolicy_pairs():
+    rows = pipeline.world_pairs(1000, seed=3)
+    assert len(rows) == 1000 and rows == pipeline.world_pairs(1000, seed=3)
+    sources = {r["source"] for r in rows}
+    assert sources == {"model", "demonstrator"}
+    assert {r["family"] for r in rows} == set(world.ALIGNMENT_FAMILIES)
+    assert len(pipeline.world_pairs(100, seed=3)) == 100
+
+
+def test_align_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    from dpolab import cli
+    out = tmp_path / "align.json"
+    assert cli.main(["align", "--steps", "3", "--eval-prompts", "16", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for side in ("before", "after"):
+        assert set(result[side]) >= {"total", *world.AXES}
+    assert math.isfinite(result["kl"]) and result["seconds"] > 0
+    assert result["pairs"] == 3 * pipeline.DEFAULTS.batch_size
+    printed = capsys.readouterr().out
+    assert "before  after  change" in printed and "KL(policy || SFT)" in printed

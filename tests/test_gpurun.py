@@ -13,13 +13,6 @@ from dpolab.pairs import collate_pairs
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small models on a shared CPU run many times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 FP32 = precision.choose("cpu")
 
 

@@ -19,15 +19,6 @@ SMOLLM2_360M = {"hidden_size": 960, "num_hidden_layers": 32, "num_attention_head
 T4 = 15360 * 2**20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small models on a shared CPU run many times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def smollm2_plan(**kw) -> memory.Plan:
     return memory.Plan(memory.Shape.from_config(SMOLLM2_360M), **kw)
 

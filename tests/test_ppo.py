@@ -6,18 +6,8 @@ import json
 import pytest
 import torch
 
-from dpolab import evaluate, model, ppo, world
+from dpolab import evaluate, judge, model, ppo, world
 from dpolab import reward_model as RM
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: a model this small runs fastest on one, and many times slower on
-    two when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_gae_matches_a_hand_computed_example():
@@ -142,6 +132,20 @@ def test_layout_puts_every_response_at_the_same_column_and_logps_match(sft):
 @pytest.fixture(scope="module")
 def trained_rm():
     return RM.load()[0]  # the bundled reward model
+
+
+def test_gold_reward_option_puts_the_judge_score_on_the_last_token(sft, trained_rm):
+    policy, tok = sft
+    cfg = ppo.PPOConfig(reward="gold", no_eos_reward=None)
+    ro = ppo.rollout(policy, policy, trained_rm, trained_rm, tok,
+                     world.World(3).prompts(8, "eval"), cfg, kl_coef=0.1,
+                     reward_stats=(0.5, 0.25), seed=0)
+    gold = torch.tensor([judge.score(g.prompt, g.response, g.finished).total
+                         for g in ro.generations])
+    assert torch.allclose(ro.scores, (gold - 0.5) / 0.25)
+    last = ro.batch["mask"].sum(1).long() - 1
+    assert torch.allclose(ro.rewards[torch.arange(8), last], ro.scores)  # kl is 0 here
+    assert torch.allclose(ro.learned, ppo.sequence_scores(trained_rm, ro.batch))
 
 
 def _learned_reward(policy, rm, tok, prompts):

@@ -10,16 +10,6 @@ from dpolab import model, pairs, worldprefs
 from dpolab import reward_model as RM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: a model this small runs fastest on one, and many times slower on
-    two when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_bt_loss_is_the_negative_log_likelihood_of_the_labels():
     r_c = torch.tensor([2.0, -1.0, 0.5, 0.0])
     r_r = torch.tensor([1.0, 1.0, 0.5, -3.0])

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from dpolab import env, judge, model, preference, world, worldprefs
 
@@ -67,12 +66,7 @@ def test_audit_reads_conversational_prompts():
 
 @pytest.fixture(scope="module")
 def sft():
-    """The SFT model, sampled on one thread (a tiny model gains nothing from more, and
-    loses much when the cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield model.load(model.SFT)
-    torch.set_num_threads(threads)
+    return model.load(model.SFT)
 
 
 def test_onpolicy_pairs_are_two_finished_samples_of_the_model(sft):
