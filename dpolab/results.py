@@ -83,34 +83,52 @@ def final(points: pd.DataFrame) -> pd.DataFrame:
     return points.sort_values("step").groupby(keys, sort=False).tail(1)
 
 
+def over_seeds(runs: pd.DataFrame, by: str | list[str],
+               metrics: tuple[str, ...] = ("gold", "kl", "heldout_accuracy")) -> pd.DataFrame:
+    """Mean of each metric over the seeds of each setting ``by``, with ``<metric>_std`` (the
+    std over seeds, NaN for one seed) and ``seeds`` (how many). Indexed by ``by``, sorted."""
+    metrics = [m for m in metrics if m in runs]
+    groups = runs.groupby(by)
+    out = groups[metrics].mean()
+    out[[f"{m}_std" for m in metrics]] = groups[metrics].std().to_numpy()
+    out["seeds"] = groups.size()
+    return out.sort_index()
+
+
 def sweep_view(sweep: pd.DataFrame, param: str, value: float,
                metrics: tuple[str, ...] = ("gold", "kl", "heldout_accuracy"),
                ) -> tuple[plt.Figure, pd.Series]:
-    """One panel per metric against ``param`` (log axis), the run nearest ``value`` marked;
-    returns the figure and that run's row. The body of a slider over a committed sweep."""
-    runs = sweep.sort_values(param)
-    chosen = runs.iloc[(runs[param] - value).abs().argmin()]
+    """One panel per metric against ``param`` (log axis): the mean over seeds with the std as
+    error bars, each seed as a grey dot, the setting nearest ``value`` circled; returns the
+    figure and that setting's row of ``over_seeds``. The body of a slider over a sweep."""
+    stats = over_seeds(sweep, param, metrics)
+    chosen = stats.iloc[abs(stats.index - value).argmin()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.3))
     for ax, metric in zip(axes, metrics, strict=True):
-        ax.plot(runs[param], runs[metric], "o-")
-        ax.plot([chosen[param]], [chosen[metric]], "o", ms=14, mfc="none", mec="C3", mew=2)
+        ax.scatter(sweep[param], sweep[metric], s=10, color="grey", alpha=0.6, label="one seed")
+        ax.errorbar(stats.index, stats[metric], yerr=stats[f"{metric}_std"], fmt="o-",
+                    capsize=3, label=f"mean of {int(stats.seeds.max())} seeds")
+        ax.plot([chosen.name], [chosen[metric]], "o", ms=14, mfc="none", mec="C3", mew=2)
         ax.set(xscale="log", xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
-    fig.suptitle(f"{param} = {chosen[param]:g}: gold {chosen.gold:.3f}, KL {chosen.kl:.2f}")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{param} = {chosen.name:g}: gold {chosen.gold:.3f} ± {chosen.gold_std:.3f}, "
+                 f"KL {chosen.kl:.2f} (mean ± std over seeds)")
     fig.tight_layout()
     return fig, chosen
 
 
 def noise_view(noise: pd.DataFrame, flip: float) -> tuple[plt.Figure, pd.DataFrame]:
-    """Gold reward against the share of flipped labels, one line per loss, with the runs at
-    the flip rate nearest ``flip`` returned as a table."""
+    """Gold reward against the share of flipped labels, one line per loss (mean over seeds,
+    std as error bars), with the losses at the flip rate nearest ``flip`` returned as a
+    table of means over seeds."""
     nearest = noise.flip.iloc[(noise.flip - flip).abs().argmin()]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for loss, group in noise.groupby("loss_type", sort=False):
-        group = group.sort_values("flip")
-        ax.plot(group.flip, group.gold, "o-", label=loss)
+        s = over_seeds(group, "flip", ("gold",))
+        ax.errorbar(s.index, s.gold, yerr=s.gold_std, fmt="o-", capsize=3, label=loss)
     ax.axvline(nearest, color="grey", ls="--")
     ax.set(xlabel="share of training labels flipped", ylabel="mean gold reward",
-           title="Label noise: gold reward after training")
+           title="Label noise: gold reward after training (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, noise[noise.flip == nearest]
+    return fig, over_seeds(noise[noise.flip == nearest], "loss_type")

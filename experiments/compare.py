@@ -1,7 +1,8 @@
 """DPO against RLHF with PPO, the comparison table measured.
 
 Pipeline stages, models in memory, memory (model state per parameter, and the peak
-resident memory of a short run of each, measured in its own process), wall time to a
+resident memory of a short run of each, measured in its own process, 32 sequences per
+gradient step in both), wall time to a
 given gold reward, the hyperparameters swept and how much they moved the gold reward,
 seed-to-seed spread and final gold reward. Reads ``frontier.csv`` and ``sweeps.csv``
 (run those first), so it costs only the two short memory runs.
@@ -50,8 +51,9 @@ def child(method: str, steps: int) -> None:
                       dpo.DPOConfig(steps=steps, batch_size=16, lr=5e-4))
     else:
         rm, _ = RM.from_sft()
+        # one minibatch of 32 sequences per gradient step, as DPO's 16 pairs
         ppo.train_ppo(policy, tok, rm, ppo.PPOConfig(updates=steps, rollout_size=32,
-                                                     minibatch_size=16, ppo_epochs=2))
+                                                     minibatch_size=32, ppo_epochs=2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rss_after_imports_mb": base / 1024, "peak_rss_mb": peak / 1024,
                       "n_params": model.n_params(policy)}))
@@ -80,8 +82,8 @@ def table(frontier: pd.DataFrame, sweeps: pd.DataFrame | None, memory: dict,
         spread = f.groupby("setting").gold.std().dropna()
         n = memory[m]["n_params"]
         if m == "DPO":
-            effect = {k: sweeps[sweeps.sweep == k].gold.agg(["min", "max"]).tolist()
-                      for k in ("beta", "lr")} if sweeps is not None else {}
+            effect = {k: sweeps[sweeps.sweep == k].groupby(k).gold.mean().agg(["min", "max"])
+                      .tolist() for k in ("beta", "lr")} if sweeps is not None else {}
         else:
             effect = {"kl_coef": f.groupby("setting").gold.mean().agg(["min", "max"]).tolist()}
         rss, base = memory[m]["peak_rss_mb"], memory[m]["rss_after_imports_mb"]
@@ -98,7 +100,7 @@ def table(frontier: pd.DataFrame, sweeps: pd.DataFrame | None, memory: dict,
             "wall seconds to the threshold (fastest run)": time_to_gold(p, threshold),
             "same, with reward-model training": time_to_gold(p, threshold)
             + (rm_seconds if m == "PPO" else 0.0),
-            "hyperparameters swept: gold range (min, max)": json.dumps(
+            "hyperparameters swept: gold range (min, max of means over seeds)": json.dumps(
                 {k: [round(x, 3) for x in v] for k, v in effect.items()}),
             "seed-to-seed std of final gold (per setting, max)":
                 spread.max() if len(spread) else float("nan"),

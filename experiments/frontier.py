@@ -10,7 +10,8 @@ learned reward model; its KL is the analytic log N - (N-1)/N, Stiennon et al. 20
 
 Writes ``frontier.csv`` (one row per point), ``frontier_runs.csv`` (reward model accuracy and
 run costs) and ``frontier.png``; with ``--task sentiment`` (the DPO paper's own task: review
-continuations, gold = share of positive words), ``frontier_sentiment*`` with one seed.
+continuations, gold = share of positive words), ``frontier_sentiment*``. Trained methods run
+with three seeds.
 """
 
 from __future__ import annotations
@@ -73,11 +74,11 @@ def best_of_n(rm, prompts, ns: list[int], seed: int) -> list[dict]:
             for n in ns]
 
 
-def plot(points: pd.DataFrame, path) -> None:
+def plot(points: pd.DataFrame, path, task: str = "world") -> None:
     import matplotlib
     matplotlib.use("Agg")
     from dpolab import results
-    fig = results.plot_frontier(points)
+    fig = results.plot_frontier(points, title=f"Reward–KL frontier, {task} task, held-out prompts")
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
@@ -88,7 +89,7 @@ def main() -> None:
         n_prompts, seeds, betas, kl_coefs = 8, [0], [0.5], [0.1]
         steps, eval_every, updates, ppo_eval, rm_pairs, bon = 2, 1, 1, 1, 64, [1, 2]
     else:
-        n_prompts, seeds, betas, kl_coefs = 96, [0, 1], [0.1, 0.5, 2.0], [0.02, 0.2]
+        n_prompts, seeds, betas, kl_coefs = 96, [0, 1, 2], [0.1, 0.5, 2.0], [0.02, 0.2]
         steps, eval_every, updates, ppo_eval, rm_pairs, bon = 24, 8, 12, 4, 640, [1, 2, 4, 8]
     batch_size, lr = 16, 5e-4
     if args.task == "world":
@@ -97,7 +98,7 @@ def main() -> None:
         rm_rows = read_pairs("offpolicy_train", rm_pairs, skip=1000)
         heldout = read_pairs("offpolicy_heldout", 4 if args.quick else 200)
     else:
-        families, suffix, seeds = ("sentiment",), "_sentiment", seeds[:1]
+        families, suffix = ("sentiment",), "_sentiment"
         train = worldprefs.offpolicy_pairs(steps * batch_size, seed=0, families=families)
         rm_rows = worldprefs.offpolicy_pairs(rm_pairs, seed=1, families=families)
         heldout = worldprefs.offpolicy_pairs(4 if args.quick else 200, seed=0, split="eval",
@@ -129,19 +130,20 @@ def main() -> None:
                             setting=f"kl_coef={kl_coef:g}", seed=seed)
         runs.append({"run": f"{method} kl_coef={kl_coef:g} seed={seed}",
                      "seconds": round(t.seconds, 1)})
-    with Timer() as t:
-        rows += preferred_ft(train, prompts, lr, batch_size, eval_every, seeds[0])
-    runs.append({"run": "preferred-FT", "seconds": round(t.seconds, 1)})
-    with Timer() as t:
-        rows += best_of_n(rm, prompts, bon, seeds[0])
-    runs.append({"run": "best-of-N", "seconds": round(t.seconds, 1)})
+    for seed in seeds:
+        with Timer() as t:
+            rows += preferred_ft(train, prompts, lr, batch_size, eval_every, seed)
+        runs.append({"run": f"preferred-FT seed={seed}", "seconds": round(t.seconds, 1)})
+        with Timer() as t:
+            rows += best_of_n(rm, prompts, bon, seed)
+        runs.append({"run": f"best-of-N seed={seed}", "seconds": round(t.seconds, 1)})
 
     points = pd.DataFrame(rows)
     points.to_csv(args.out / f"frontier{suffix}.csv", index=False)
     frac = results.dominated_fraction(points, "PPO (learned RM)", "DPO")
     runs.append({"run": "summary", "dominated_fraction": frac, "machine": machine()})
     pd.DataFrame(runs).to_csv(args.out / f"frontier{suffix}_runs.csv", index=False)
-    plot(points, args.out / f"frontier{suffix}.png")
+    plot(points, args.out / f"frontier{suffix}.png", args.task)
     print(f"PPO (learned RM) points beaten by some DPO point on both axes: {frac:.0%}")
 
 

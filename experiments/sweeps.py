@@ -2,8 +2,9 @@
 
 Includes the values usually quoted for large models (beta 0.1–0.5, learning rate 5e-7 to
 5e-6, 1–3 epochs; the original lesson's "typical values") next to the ones this
-~1M-parameter model needs. One run per value; each reports the held-out gold reward,
-the sampled KL to the SFT model and the held-out reward accuracy after training.
+~1M-parameter model needs. One run per value and seed (three seeds: training order and
+evaluation samples); each reports the held-out gold reward, the sampled KL to the SFT
+model and the held-out reward accuracy after training.
 
     python -m experiments.sweeps [--quick] [--out DIR]
 
@@ -26,17 +27,23 @@ def plot(sweeps: pd.DataFrame, path) -> None:
     fig, axes = plt.subplots(3, 3, figsize=(12, 9))
     for row, (name, x) in zip(axes, [("beta", "beta"), ("lr", "lr"), ("epochs", "epoch")],
                               strict=True):
-        runs = sweeps[sweeps.sweep == name].sort_values(x)
+        runs = sweeps[sweeps.sweep == name]
         # one held-out accuracy per run: after each epoch, the training-batch accuracy instead
         metrics = METRICS if name != "epochs" else ("gold", "kl", "train_accuracy")
         for ax, metric in zip(row, metrics, strict=True):
-            ax.plot(runs[x], runs[metric], "o-")
+            stats = runs.groupby(x)[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats[x], stats["mean"], yerr=stats["std"], fmt="o-", capsize=3)
+            ax.scatter(runs[x], runs[metric], s=8, color="grey", alpha=0.6)
             ax.set(xscale="linear" if name == "epochs" else "log", xlabel=x, ylabel=metric,
                    title=f"{metric} vs {x}")
+            if name == "lr" and metric == "kl":  # from 1e-4 to 1e2 nats
+                ax.set_yscale("symlog", linthresh=0.01)
+                ax.set_ylim(bottom=0)
             if name == "lr":
                 ax.axvspan(5e-7, 5e-6, color="C1", alpha=0.15, label="typical for large models")
                 ax.legend(fontsize=7)
-    fig.suptitle("DPO sweeps on the tiny model (held-out prompts and pairs)")
+    fig.suptitle("DPO sweeps on the tiny model (held-out prompts and pairs; "
+                 "mean and std over seeds, grey: each seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
@@ -45,46 +52,48 @@ def main() -> None:
     args = setup(__doc__.splitlines()[0])
     from dpolab import dpo
     if args.quick:
-        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs = \
-            [0.1, 1.0], [5e-4], 2, 8, 8, 2, 16
+        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs, seeds = \
+            [0.1, 1.0], [5e-4], 2, 8, 8, 2, 16, [0]
     else:
-        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs = \
-            [0.02, 0.1, 0.5, 2.0], [5e-7, 5e-6, 5e-5, 5e-4, 2e-3], 24, 48, 200, 3, 128
+        betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs, seeds = \
+            [0.02, 0.1, 0.5, 2.0], [5e-7, 5e-6, 5e-5, 5e-4, 2e-3], 24, 48, 200, 3, 128, [0, 1, 2]
     base_beta, base_lr, batch_size = 0.1, 5e-4, 16
     prompts = eval_prompts(n_prompts)
     train = read_pairs("offpolicy_train", steps * batch_size)
     heldout = read_pairs("offpolicy_heldout", n_heldout)
     rows = []
 
-    def run(sweep: str, **over) -> None:
-        cfg = dpo.DPOConfig(**{"beta": base_beta, "lr": base_lr, "steps": steps,
+    def run(sweep: str, seed: int, **over) -> None:
+        cfg = dpo.DPOConfig(**{"beta": base_beta, "lr": base_lr, "steps": steps, "seed": seed,
                                "batch_size": batch_size, "reference": "precomputed", **over})
-        pts, _ = run_dpo(train, cfg, prompts, heldout, sweep=sweep, beta=cfg.beta, lr=cfg.lr)
+        pts, _ = run_dpo(train, cfg, prompts, heldout, sweep=sweep, beta=cfg.beta, lr=cfg.lr,
+                         seed=seed)
         rows.append(pts[-1])
 
-    for beta in betas:
-        run("beta", beta=beta)
-    for lr in lrs:
-        if lr == base_lr and base_beta in betas:
-            rows.append({**next(r for r in rows if r["sweep"] == "beta" and r["beta"] == base_beta),
-                         "sweep": "lr"})
-        else:
-            run("lr", lr=lr)
-    # epochs: several passes over a small set of pairs, evaluated after each pass
     per_epoch = epoch_pairs // batch_size
-    cfg = dpo.DPOConfig(beta=base_beta, lr=base_lr, epochs=epochs, batch_size=batch_size,
-                        reference="precomputed", eval_every=per_epoch)
-    pts, _ = run_dpo(train[:epoch_pairs], cfg, prompts, heldout, sweep="epochs",
-                     beta=base_beta, lr=base_lr)
-    for p in pts:
-        rows.append({**p, "epoch": p["step"] / per_epoch})
+    for seed in seeds:
+        for beta in betas:
+            run("beta", seed, beta=beta)
+        for lr in lrs:
+            if lr == base_lr and base_beta in betas:  # the same run as the beta sweep's
+                rows.append({**next(r for r in rows if r["sweep"] == "beta" and r["seed"] == seed
+                                    and r["beta"] == base_beta), "sweep": "lr"})
+            else:
+                run("lr", seed, lr=lr)
+        # epochs: several passes over a small set of pairs, evaluated after each pass
+        cfg = dpo.DPOConfig(beta=base_beta, lr=base_lr, epochs=epochs, batch_size=batch_size,
+                            reference="precomputed", eval_every=per_epoch, seed=seed)
+        pts, _ = run_dpo(train[:epoch_pairs], cfg, prompts, heldout, sweep="epochs",
+                         beta=base_beta, lr=base_lr, seed=seed)
+        for p in pts:
+            rows.append({**p, "epoch": p["step"] / per_epoch})
 
     sweeps = pd.DataFrame(rows)
     sweeps["machine"] = machine()
     sweeps.to_csv(args.out / "sweeps.csv", index=False)
     plot(sweeps, args.out / "sweeps.png")
-    print(sweeps[["sweep", "beta", "lr", "step", "gold", "kl", "heldout_accuracy"]]
-          .to_string(index=False))
+    print(sweeps.groupby(["sweep", "beta", "lr", "step"], sort=False)[list(METRICS)]
+          .agg(["mean", "std"]).round(3).to_string())
 
 
 if __name__ == "__main__":

@@ -44,11 +44,22 @@ def test_pareto_keeps_only_unbeaten_points_sorted_by_kl():
     assert results.pareto(p).kl.tolist() == [0.5, 1.0]
 
 
-def test_sweep_view_marks_the_nearest_run():
-    sweep = pd.DataFrame({"beta": [0.1, 1.0], "gold": [0.6, 0.55], "kl": [3.0, 0.5],
-                          "heldout_accuracy": [0.7, 0.6]})
+def test_over_seeds_averages_each_setting_and_counts_its_seeds():
+    runs = pd.DataFrame({"beta": [0.1, 0.1, 1.0], "seed": [0, 1, 0], "gold": [0.6, 0.7, 0.5],
+                         "kl": [3.0, 1.0, 0.5]})
+    s = results.over_seeds(runs, "beta")
+    assert s.index.tolist() == [0.1, 1.0] and s.seeds.tolist() == [2, 1]
+    assert s.gold.tolist() == pytest.approx([0.65, 0.5])
+    assert s.kl_std[0.1] == pytest.approx(2 ** 0.5) and pd.isna(s.kl_std[1.0])
+    assert "heldout_accuracy" not in s  # absent metrics are skipped
+
+
+def test_sweep_view_marks_the_nearest_setting_with_its_mean():
+    sweep = pd.DataFrame({"beta": [0.1, 1.0, 1.0], "seed": [0, 0, 1], "gold": [0.6, 0.55, 0.65],
+                          "kl": [3.0, 0.5, 0.7], "heldout_accuracy": [0.7, 0.6, 0.6]})
     fig, row = results.sweep_view(sweep, "beta", 0.8)
-    assert row.beta == 1.0 and len(fig.axes) == 3
+    assert row.name == 1.0 and row.gold == pytest.approx(0.6) and row.seeds == 2
+    assert len(fig.axes) == 3
 
 
 def test_load_names_the_command_when_results_are_missing(tmp_path):
