@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import replace
+from functools import partial
 
 import pandas as pd
 import torch
@@ -114,14 +115,11 @@ def memory(rows: list[dict], quick: bool = False) -> list[dict]:
     def run_dpo(pol, rm, reference="model"):
         dpo.train_dpo(copy.deepcopy(pol), tok, rows, replace(cfg_dpo, reference=reference))
 
-    def run_dpo_precomputed(pol, rm):
-        run_dpo(pol, rm, "precomputed")
-
     out = []
     for size, (pol, rm) in sizes.items():
         for name, fn, copies, trained in (("PPO", run_ppo, 4, 2), ("DPO", run_dpo, 2, 1),
-                                          ("DPO, precomputed reference", run_dpo_precomputed,
-                                           1, 1)):
+                                          ("DPO, precomputed reference",
+                                           partial(run_dpo, reference="precomputed"), 1, 1)):
             _, peak = memory.cpu_peak(lambda fn=fn, pol=pol, rm=rm: fn(pol, rm))
             out.append({"model": size, "method": name, "model_copies": copies,
                         "trained_copies": trained, "params_per_copy": model.n_params(pol),

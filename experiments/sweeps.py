@@ -24,6 +24,8 @@ def plot(sweeps: pd.DataFrame, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from dpolab.results import over_seeds
     fig, axes = plt.subplots(3, 3, figsize=(12, 9))
     for row, (name, x) in zip(axes, [("beta", "beta"), ("lr", "lr"), ("epochs", "epoch")],
                               strict=True):
@@ -31,8 +33,9 @@ def plot(sweeps: pd.DataFrame, path) -> None:
         # one held-out accuracy per run: after each epoch, the training-batch accuracy instead
         metrics = METRICS if name != "epochs" else ("gold", "kl", "train_accuracy")
         for ax, metric in zip(row, metrics, strict=True):
-            stats = runs.groupby(x)[metric].agg(["mean", "std"]).reset_index()
-            ax.errorbar(stats[x], stats["mean"], yerr=stats["std"], fmt="o-", capsize=3)
+            stats = over_seeds(runs, x, (metric,))
+            ax.errorbar(stats.index, stats[metric], yerr=stats[f"{metric}_std"], fmt="o-",
+                        capsize=3)
             ax.scatter(runs[x], runs[metric], s=8, color="grey", alpha=0.6)
             ax.set(xscale="linear" if name == "epochs" else "log", xlabel=x, ylabel=metric,
                    title=f"{metric} vs {x}")

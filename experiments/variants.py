@@ -66,35 +66,30 @@ def plot(df: pd.DataFrame, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def stats(frame, by, metric):
-        return frame.groupby(by, sort=False)[metric].agg(["mean", "std"]).reset_index()
-
+    from dpolab.results import over_seeds
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     ax = axes[0, 0]
-    v = stats(df[df.experiment == "variants"], "loss_type", ["gold", "kl"])
-    ax.errorbar(v[("kl", "mean")], v[("gold", "mean")], xerr=v[("kl", "std")],
-                yerr=v[("gold", "std")], fmt="o", capsize=3)
-    for _, r in v.iterrows():
-        ax.annotate(r[("loss_type", "")], (r[("kl", "mean")], r[("gold", "mean")]), fontsize=8)
+    v = over_seeds(df[df.experiment == "variants"], "loss_type", ("gold", "kl"))
+    ax.errorbar(v.kl, v.gold, xerr=v.kl_std, yerr=v.gold_std, fmt="o", capsize=3)
+    for loss, r in v.iterrows():
+        ax.annotate(loss, (r.kl, r.gold), xytext=(4, 4), textcoords="offset points", fontsize=8)
     ax.set(title="Variants on the same pairs", xlabel="sampled KL to SFT (nats)",
            ylabel="mean gold reward")
     ax = axes[0, 1]
-    n = df[df.experiment == "noise"]
-    for loss, g in n.groupby("loss_type", sort=False):
-        s = stats(g, "flip", "gold").sort_values("flip")
-        ax.errorbar(s.flip, s["mean"], yerr=s["std"], fmt="o-", capsize=3, label=loss)
+    for loss, g in df[df.experiment == "noise"].groupby("loss_type", sort=False):
+        s = over_seeds(g, "flip", ("gold",))
+        ax.errorbar(s.index, s.gold, yerr=s.gold_std, fmt="o-", capsize=3, label=loss)
     ax.set(title="Label noise", xlabel="share of labels flipped", ylabel="mean gold reward")
     ax.legend(fontsize=8)
     ax = axes[1, 0]
-    ln = stats(df[df.experiment == "length"], "loss_type", "response_tokens")
-    ax.bar(ln.loss_type, ln["mean"], yerr=ln["std"], capsize=3,
-           color=["grey"] + ["C0"] * (len(ln) - 1))
+    ln = over_seeds(df[df.experiment == "length"], "loss_type", ("response_tokens",))
+    ax.bar(ln.index, ln.response_tokens, yerr=ln.response_tokens_std, capsize=3,
+           color=["grey" if loss == "SFT model" else "C0" for loss in ln.index])
     ax.set(title="Length-biased labels: mean response length", ylabel="tokens per response")
     ax = axes[1, 1]
-    o = df[df.experiment == "online"]
-    for method, g in o.groupby("loss_type", sort=False):
-        s = stats(g, "labels_used", "gold").sort_values("labels_used")
-        ax.errorbar(s.labels_used, s["mean"], yerr=s["std"], fmt="o-", capsize=3, label=method)
+    for method, g in df[df.experiment == "online"].groupby("loss_type", sort=False):
+        s = over_seeds(g, "labels_used", ("gold",))
+        ax.errorbar(s.index, s.gold, yerr=s.gold_std, fmt="o-", capsize=3, label=method)
     ax.set(title="Online vs offline DPO", xlabel="preference labels used",
            ylabel="mean gold reward")
     ax.legend(fontsize=8)

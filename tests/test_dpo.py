@@ -204,8 +204,13 @@ def test_fp16_overflow_is_skipped_by_the_loss_scaler_not_raised(tok, examples, m
     monkeypatch.setattr(dpo, "_accelerator", with_scaler)
     m = fresh()
     w = m.model.layers[1].mlp.up_proj.weight
-    calls = []
-    w.register_hook(lambda g: g * float("inf") if not calls.append(1) and len(calls) == 1 else g)
+    backward_calls = []
+
+    def overflow_once(grad):  # an inf gradient in step 1 only
+        backward_calls.append(1)
+        return grad * float("inf") if len(backward_calls) == 1 else grad
+
+    w.register_hook(overflow_once)
     before = w.detach().clone()
     h = dpo.train_dpo(m, tok, examples, dpo.DPOConfig(steps=3, batch_size=8, lr=1e-3))
     assert [math.isfinite(r["grad_norm"]) for r in h.train] == [False, True, True]
