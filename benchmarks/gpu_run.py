@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     est = memory.estimate(plan)
     print(f"\nmemory estimate (batch {plan.batch_pairs} pairs x 2 x {plan.seq_len} tokens):")
     print(est)
+    print(gpurun.eval_plan(model, tok, data, cfg, prec))
     gpu_bytes = gpurun.device_bytes(device)
     time_est = None
     if gpu_bytes:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .preference import PreferenceDataError, Problem, read_rows
+from .preference import PreferenceDataError, Problem, locate, read_rows
 
 
 def _assistant(text: str) -> list[dict]:
@@ -51,7 +51,7 @@ def _convert(source: Any, one: Callable[[int, dict], tuple[dict | None, list[Pro
         if converted is not None:
             out.append(converted)
     if problems:
-        raise PreferenceDataError(sorted(problems, key=lambda p: p.row))
+        raise PreferenceDataError(locate(sorted(problems, key=lambda p: p.row), rows))
     return out
 
 

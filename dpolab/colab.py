@@ -12,14 +12,19 @@ REPO_URL = f"https://github.com/{REPO}"
 
 # On Colab: clone the course (the bundled model and data come with it) and install the
 # package over Colab's own stack; torch, transformers and ipywidgets already satisfy its
-# ranges, so nothing of Colab's is reinstalled. Elsewhere the cell does nothing.
+# ranges, so nothing of Colab's is reinstalled. Run a second time, it neither clones again
+# (git would fail on the existing folder) nor adds the path twice. Elsewhere it does nothing.
 SETUP_CELL = f'''# Set-up: on Colab, fetch and install the course; elsewhere this cell does nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    !git clone -q --depth 1 -b {BRANCH} {REPO_URL} /content/dpolab
+    import os
+
+    if not os.path.isdir("/content/dpolab"):  # run again, the cell keeps the first clone
+        !git clone -q --depth 1 -b {BRANCH} {REPO_URL} /content/dpolab
     %pip install -q -e /content/dpolab
-    sys.path.insert(0, "/content/dpolab")'''
+    if "/content/dpolab" not in sys.path:
+        sys.path.insert(0, "/content/dpolab")'''
 
 
 def badge(notebook: str) -> str:

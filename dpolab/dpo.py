@@ -27,9 +27,9 @@ Accelerate: each takes its share of every batch; on one process Accelerate chang
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -41,15 +41,15 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import evaluate
+from . import evaluate, guards, losses, stats
 from .env import seed_everything
 from .logps import sequence_logps
-from .losses import LOSSES, preference_loss
+from .losses import preference_loss
 from .optim import adamw_with_schedule
-from .pairs import collate_pairs, encode_pairs
+from .pairs import collate_pairs, encode_pairs, truncate_pairs
+from .progress import tqdm
 from .world import AXES, Prompt
 
 REFERENCES = ("model", "precomputed", "adapters")
@@ -61,7 +61,10 @@ METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "
 class DPOConfig:
     beta: float = 0.1  # larger keeps the policy closer to the reference
     loss_type: str = "sigmoid"  # a key of losses.LOSSES
-    label_smoothing: float = 0.0  # assumed label-flip rate (the sigmoid loss: cDPO)
+    # assumed label-flip rate eps (sigmoid: cDPO; cdpo, robust). None: the loss's own value,
+    # the default of its function or the one fixed by variants.register; a number (0 too) is
+    # passed to the loss as it is.
+    label_smoothing: float | None = None
     lr: float = 5e-4
     steps: int | None = None  # optimizer steps; None: `epochs` passes over the pairs
     epochs: int = 1
@@ -85,15 +88,32 @@ class DPOConfig:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
 
     def loss_options(self) -> dict[str, float]:
-        """Keyword options for the loss function; raises if it cannot take them."""
-        if self.loss_type not in LOSSES:
+        """Keyword options for the loss function; raises if it cannot take them, or if the
+        loss already fixes them (one place sets eps, never two)."""
+        if self.loss_type not in losses.LOSSES:
             raise ValueError(f"unknown loss_type {self.loss_type!r}: expected one of "
-                             f"{sorted(LOSSES)}")
-        if not self.label_smoothing:
+                             f"{sorted(losses.LOSSES)}")
+        if self.label_smoothing is None:
             return {}
-        if "label_smoothing" not in inspect.signature(LOSSES[self.loss_type]).parameters:
+        fn = losses.LOSSES[self.loss_type]
+        fixed = fn.keywords if isinstance(fn, functools.partial) else {}
+        if "label_smoothing" in fixed:
+            raise ValueError(f"loss_type {self.loss_type!r} fixes label_smoothing="
+                             f"{fixed['label_smoothing']}; DPOConfig(label_smoothing="
+                             f"{self.label_smoothing}) would override it: set it in one place")
+        if "label_smoothing" not in inspect.signature(fn).parameters:
             raise ValueError(f"loss_type {self.loss_type!r} does not take label_smoothing")
         return {"label_smoothing": self.label_smoothing}
+
+    def effective_label_smoothing(self) -> float | None:
+        """The eps the loss trains with (None for a loss without one)."""
+        fn = losses.LOSSES[self.loss_type]
+        if self.label_smoothing is not None:
+            return self.label_smoothing
+        if isinstance(fn, functools.partial) and "label_smoothing" in fn.keywords:
+            return fn.keywords["label_smoothing"]
+        param = inspect.signature(fn).parameters.get("label_smoothing")
+        return None if param is None else param.default
 
 
 # --- log-probs ---------------------------------------------------------------------------
@@ -149,12 +169,23 @@ class History:
 
     train: list[dict[str, float]] = field(default_factory=list)
     eval: list[dict[str, float]] = field(default_factory=list)
+    # per evaluation, each column's per-prompt scores (the same prompts and sampling seed
+    # every time, so any two evaluations are paired)
+    eval_scores: list[dict[str, list[float]]] = field(default_factory=list)
     seconds: float = 0.0
     eval_seconds: float = 0.0
     pairs_seen: int = 0
 
     def frame(self, which: str = "train") -> pd.DataFrame:
         return pd.DataFrame(getattr(self, which)).set_index("step")
+
+    def paired(self, column: str = "total", before: int = 0, after: int = -1) -> stats.Estimate:
+        """Paired change of ``column`` between two evaluations (default: first and last),
+        with its 95% bootstrap interval over the held-out prompts."""
+        if not self.eval_scores:
+            raise ValueError("no evaluation was run: pass eval_prompts to train_dpo")
+        return stats.paired_diff(self.eval_scores[before][column],
+                                 self.eval_scores[after][column])
 
     def plot(self, title: str = "DPO training") -> plt.Figure:
         """Loss, reward accuracy, margins, chosen/rejected log-probs, KL and gold reward."""
@@ -193,11 +224,13 @@ class History:
 def evaluate_policy(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     prompts: list[Prompt], reference: PreTrainedModel | None = None,
                     adapters: bool = False, max_new_tokens: int = 48, seed: int = 0,
-                    ) -> dict[str, float]:
+                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Gold scores of samples on ``prompts`` and the sampled KL to the reference (the frozen
-    ``reference``, or ``policy`` with its adapters off when ``adapters``; NaN with neither)."""
+    ``reference``, or ``policy`` with its adapters off when ``adapters``; NaN with neither):
+    the means, and each column per prompt (``kl`` per response)."""
     gens = evaluate.sample(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     row = evaluate.gold(gens)
+    scores = {k: v.tolist() for k, v in evaluate.per_prompt(gens).items()}
     pad = tokenizer.pad_token_id
     if adapters:
         with policy.disable_adapter():
@@ -205,20 +238,18 @@ def evaluate_policy(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     elif reference is not None:
         ref_logps = evaluate.response_logps(reference, gens, pad)
     else:
-        return {**row, "kl": math.nan}
-    return {**row, "kl": (evaluate.response_logps(policy, gens, pad) - ref_logps).mean().item()}
+        return {**row, "kl": math.nan}, scores
+    kl = evaluate.response_logps(policy, gens, pad) - ref_logps
+    return {**row, "kl": kl.mean().item()}, {**scores, "kl": kl.tolist()}
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to a temporary file next to ``path``, then rename it over ``path``:
-    a crash while writing leaves the previous checkpoint intact, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    a crash while writing leaves the previous checkpoint intact, never half of one. Stale
+    temporary files of dead writers are removed; a full disk is named with the path."""
+    guards.write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def _check_resumable(saved: dict, cfg: DPOConfig, path: Path) -> None:
@@ -241,10 +272,14 @@ def _accelerator(mixed_precision: str) -> Accelerator:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, pairs: list[dict], max_length: int | None,
-            ) -> list[dict]:
+            context: int | None) -> list[dict]:
+    """Encoded pairs within ``max_length`` and the model's context, cuts reported."""
+    limits = [n for n in (max_length, context) if n is not None]
+    limit = min(limits) if limits else None
     if pairs and "prompt_ids" in pairs[0]:
-        return pairs
-    examples, report = encode_pairs(tokenizer, pairs, max_length=max_length)
+        examples, report = truncate_pairs(pairs, limit, bos_id=tokenizer.bos_token_id)
+    else:
+        examples, report = encode_pairs(tokenizer, pairs, max_length=limit)
     if report.dropped_too_long or report.chosen_cut or report.rejected_cut:
         print(report)
     return examples
@@ -281,7 +316,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     t0 = time.perf_counter()
     accelerator = _accelerator(cfg.mixed_precision)
     seed_everything(cfg.seed)
-    examples = _encode(tokenizer, pairs, cfg.max_length)
+    examples = _encode(tokenizer, pairs, cfg.max_length, guards.context_length(model))
     pad_id = tokenizer.pad_token_id
     size = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     if len(examples) < size:
@@ -306,7 +341,7 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     state = None
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = guards.load_checkpoint(path)
         _check_resumable(state["config"], cfg, path)
         model.load_state_dict(state["model"])
         ref_logps = state["ref_logps"]
@@ -344,9 +379,11 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     def run_eval(step: int) -> None:
         start_eval = time.perf_counter()
         if eval_prompts is not None and accelerator.is_main_process:
-            row = evaluate_policy(policy, tokenizer, eval_prompts, reference or ref_model,
-                                  cfg.reference == "adapters", cfg.eval_max_new_tokens, cfg.seed)
+            row, scores = evaluate_policy(policy, tokenizer, eval_prompts, reference or ref_model,
+                                          cfg.reference == "adapters", cfg.eval_max_new_tokens,
+                                          cfg.seed)
             history.eval.append({"step": step, **row})
+            history.eval_scores.append(scores)
         accelerator.wait_for_everyone()
         history.eval_seconds += time.perf_counter() - start_eval
 
@@ -401,8 +438,13 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         # skips this step and lowers the scale. Without a scaler it is an error.
         _check_finite(values, step, micro, policy, grads=accelerator.scaler is None)
         lr = scheduler.get_last_lr()[0]
+        scale = accelerator.scaler.get_scale() if accelerator.scaler is not None else None
         optimizer.step()
-        scheduler.step()
+        # A step the loss scaler skipped (it found an inf and lowered the scale) made no
+        # update, so the schedule waits too. The scale is the test: fused AdamW skips inside
+        # its kernel, which Accelerate's optimizer_step_was_skipped does not see.
+        if scale is None or accelerator.scaler.get_scale() >= scale:
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         n = values[len(METRICS)]

@@ -28,11 +28,13 @@ def device() -> torch.device:
 
 
 def supported_dtypes(dev: torch.device | str | None = None) -> list[str]:
-    """Floating-point dtypes worth training in on ``dev``."""
+    """Floating-point dtypes worth training in on ``dev``. On CUDA, bf16 only where the GPU
+    computes it natively (Ampere and newer): plain ``is_bf16_supported()`` also counts
+    emulation, and says yes on a T4."""
     dev = torch.device(dev) if dev is not None else device()
     dtypes = ["float32"]
     if dev.type == "cuda":
-        if torch.cuda.is_bf16_supported():
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             dtypes.append("bfloat16")
         dtypes.append("float16")
     elif dev.type == "cpu":

@@ -14,7 +14,8 @@ The steps, each a function the notebook calls in its own cell:
 5. ``plan``: the inputs of the memory estimate (``memory.estimate``) and of the time
    estimate (``throughput.estimate_time``).
 6. ``evaluate_run`` before and after ``train``, which runs ``dpo.train_dpo`` under the
-   out-of-memory guard and measures throughput and peak memory.
+   out-of-memory guard and measures throughput and peak memory. Evaluation batches are
+   sized to the memory left on the GPU (``eval_plan``) and guarded the same way.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import contextlib
 import itertools
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import adapters, dpo, evaluate, memory, throughput, world, worldprefs
+from . import adapters, chat, dpo, evaluate, memory, throughput, world, worldprefs
 from . import model as models
 from .env import seed_everything
 from .pairs import TruncationReport, encode_pairs
@@ -39,7 +42,7 @@ HUB_MODELS = ("HuggingFaceTB/SmolLM2-360M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct
               "HuggingFaceTB/SmolLM2-135M-Instruct")
 ULTRAFEEDBACK = "HuggingFaceH4/ultrafeedback_binarized"
 
-# The hub models' shapes (from their config.json), so estimates need no download.
+# The hub models' shapes (from their config.json), so their estimates need no download.
 HUB_CONFIGS = {
     "HuggingFaceTB/SmolLM2-360M-Instruct": dict(
         hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
@@ -139,7 +142,7 @@ def load_model(cfg: RunConfig, device: torch.device,
                 f"What to do: check the network (on Colab, re-run the cell; the hub is "
                 f"sometimes slow), check the model id in the configuration cell, or, on a "
                 f"machine without internet, download it where there is one "
-                f"(`huggingface-cli download {cfg.model}`), copy the cache over and set "
+                f"(`hf download {cfg.model}`), copy the cache over and set "
                 f"HF_HUB_OFFLINE=1.\nFalling back to the bundled tiny model on world data.")
         fallback = _fallback(cfg)
         model, tok = models.load(fallback.model, dtype=torch.float32, device=device)
@@ -233,17 +236,29 @@ def prepare_model(model: PreTrainedModel, cfg: RunConfig) -> PreTrainedModel:
         return get_peft_model(model, lora)
 
 
+def model_config(name: str) -> dict | PretrainedConfig:
+    """The config of model ``name`` without loading its weights: a built-in hub shape, else
+    the ``config.json`` of a bundled name, a folder or another hub id (downloaded, a few kB;
+    from the cache when offline)."""
+    if name in HUB_CONFIGS:
+        return HUB_CONFIGS[name]
+    path = models.bundled(name) if name in (models.BASE, models.SFT) else name
+    return AutoConfig.from_pretrained(path, trust_remote_code=False)
+
+
 def plan(cfg: RunConfig, model: PreTrainedModel | None, seq_len: int,
          mixed_precision: bool) -> memory.Plan:
-    """The memory plan of ``cfg`` for ``model`` (or, without one, the hub model's known
-    shape) at ``seq_len`` tokens per row."""
-    config = model.config if model is not None else HUB_CONFIGS[cfg.model]
+    """The memory plan of ``cfg`` for ``model`` (or, without one, ``cfg.model``'s config)
+    at ``seq_len`` tokens per row."""
+    config = model.config if model is not None else model_config(cfg.model)
     return memory.Plan(memory.Shape.from_config(config), cfg.batch_size, seq_len,
                        mixed_precision=mixed_precision, lora_r=cfg.lora_r,
                        reference=cfg.reference, checkpointing=cfg.gradient_checkpointing)
 
 
-T4_BYTES = 15360 * 2**20  # a Colab T4 as nvidia-smi reports it (16 GB less ECC)
+# A T4's memory as CUDA reports it (total_memory), what ``device_bytes`` reads on one:
+# 15,110 MiB, 14.76 GiB (nvidia-smi shows 15,360 MiB: 16 GiB less what ECC reserves).
+T4_BYTES = 15110 * 2**20
 
 
 def t4_estimates(cfg: RunConfig) -> tuple[memory.Estimate, throughput.TimeEstimate]:
@@ -284,17 +299,81 @@ class Evaluation:
     pair_logps: torch.Tensor | None = None  # (N, 2) held-out chosen/rejected (ultrafeedback)
 
 
-def _pair_logps(model: PreTrainedModel, examples: list[dict], pad_id: int,
-                prec: Precision) -> torch.Tensor:
-    with prec.autocast():
-        return dpo.precompute_ref_logps(model, examples, pad_id, batch_size=16)
+def eval_budget(device: torch.device) -> int | None:
+    """Bytes an evaluation batch may take on a GPU: ``HEADROOM`` of its memory less what is
+    allocated now (the model, a reference copy); None elsewhere."""
+    total = device_bytes(device)
+    if total is None:
+        return None
+    return max(0, int(memory.HEADROOM * total) - torch.cuda.memory_allocated(device))
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """The batches of an evaluation, sized to ``budget`` (None: on a CPU, ``EVAL_ROWS``)."""
+
+    sample: memory.EvalPass
+    score: memory.EvalPass
+    budget: int | None
+
+    def __str__(self) -> str:
+        room = "no budget (CPU)" if self.budget is None else f"{self.budget / memory.GIB:.2f} GiB"
+        return f"evaluation within {room}:\n  {self.sample}\n  {self.score}"
+
+
+def eval_plan(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Data, cfg: RunConfig,
+              prec: Precision) -> EvalPlan:
+    """Rows per batch of sampling and of scoring (response log-probs, or the held-out
+    pairs' two rows each) for ``data``'s held-out set, from the memory left on the device."""
+    shape = memory.Shape.from_config(model.config)
+    mixed = prec.autocast_dtype is not None
+    budget = eval_budget(next(model.parameters()).device)
+    texts = [p.text if isinstance(p, world.Prompt) else p for p in data.eval_prompts]
+    prompt_len = max(len(chat.prompt_ids(tok, t)) for t in texts)
+    sample = memory.EvalPass.sized(
+        "sampling", memory.sample_row_bytes(shape, prompt_len, cfg.max_new_tokens, mixed),
+        prompt_len + cfg.max_new_tokens, budget)
+    seq_len = prompt_len + cfg.max_new_tokens if data.kind == "world" else max(
+        len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+        for e in data.eval_examples)
+    score = memory.EvalPass.sized("scoring", memory.score_row_bytes(shape, seq_len, mixed),
+                                  seq_len, budget)
+    return EvalPlan(sample, score, budget)
+
+
+def _guarded(fn: Callable[[], Any], ev: memory.EvalPass, budget: int | None) -> Any:
+    """``fn()``, its out-of-memory error explained on a GPU."""
+    if budget is None:
+        return fn()
+    return memory.guard(fn, lambda err: memory.eval_oom_message(ev, budget, err))
+
+
+def _pair_logps(model: PreTrainedModel, examples: list[dict], pad_id: int, prec: Precision,
+                ev: EvalPlan) -> torch.Tensor:
+    def run() -> torch.Tensor:
+        with prec.autocast():  # a pair is two rows
+            return dpo.precompute_ref_logps(model, examples, pad_id,
+                                            batch_size=max(1, ev.score.rows // 2))
+    return _guarded(run, ev.score, ev.budget)
 
 
 def _response_logps(model: PreTrainedModel, gens: list[evaluate.Generation], pad_id: int,
-                    adapters_off: bool, prec: Precision) -> torch.Tensor:
-    context = model.disable_adapter() if adapters_off else contextlib.nullcontext()
-    with context, prec.autocast():
-        return evaluate.response_logps(model, gens, pad_id)
+                    adapters_off: bool, prec: Precision, ev: EvalPlan) -> torch.Tensor:
+    def run() -> torch.Tensor:
+        context = model.disable_adapter() if adapters_off else contextlib.nullcontext()
+        with context, prec.autocast():
+            return evaluate.response_logps(model, gens, pad_id, batch_size=ev.score.rows)
+    return _guarded(run, ev.score, ev.budget)
+
+
+def _sample(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list,
+            cfg: RunConfig, prec: Precision, ev: EvalPlan, **kwargs,
+            ) -> list[evaluate.Generation]:
+    def run() -> list[evaluate.Generation]:
+        with prec.autocast():
+            return evaluate.sample(model, tok, prompts, cfg.max_new_tokens, seed=cfg.seed,
+                                   batch_size=ev.sample.rows, **kwargs)
+    return _guarded(run, ev.sample, ev.budget)
 
 
 def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Data,
@@ -307,28 +386,27 @@ def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dat
     for the LoRA model with its adapters off, or None). UltraFeedback: on held-out pairs,
     how often the model gives the chosen response the higher log-prob, and, with
     ``before`` (the evaluation of the reference), DPO's implicit reward accuracy and mean
-    margin ``beta * h``; greedy samples on a few prompts for a side-by-side."""
+    margin ``beta * h``; greedy samples on a few prompts for a side-by-side. Batches are
+    sized to the memory left (``eval_plan``), and running out of it says so."""
     pad = tok.pad_token_id
     adapters_off = reference == "adapters"
+    ev = eval_plan(model, tok, data, cfg, prec)
     if data.kind == "world":
-        with prec.autocast():
-            gens = evaluate.sample(model, tok, data.eval_prompts, cfg.max_new_tokens,
-                                   seed=cfg.seed)
+        gens = _sample(model, tok, data.eval_prompts, cfg, prec, ev)
         scores = evaluate.gold(gens)
         if reference is not None:
-            ref = _response_logps(model, gens, pad, True, prec) if adapters_off else \
-                _response_logps(reference, gens, pad, False, prec)
-            scores["kl"] = (_response_logps(model, gens, pad, False, prec) - ref).mean().item()
+            ref = _response_logps(model, gens, pad, True, prec, ev) if adapters_off else \
+                _response_logps(reference, gens, pad, False, prec, ev)
+            policy = _response_logps(model, gens, pad, False, prec, ev)
+            scores["kl"] = (policy - ref).mean().item()
         return Evaluation(scores, gens)
-    logps = _pair_logps(model, data.eval_examples, pad, prec)
+    logps = _pair_logps(model, data.eval_examples, pad, prec, ev)
     scores = {"logp accuracy": (logps[:, 0] > logps[:, 1]).float().mean().item()}
     if before is not None:
         h = (logps[:, 0] - before.pair_logps[:, 0]) - (logps[:, 1] - before.pair_logps[:, 1])
         scores["reward accuracy"] = (h > 0).float().mean().item()
         scores["reward margin"] = (cfg.beta * h).mean().item()
-    with prec.autocast():
-        gens = evaluate.sample(model, tok, data.eval_prompts[:4], cfg.max_new_tokens,
-                               temperature=0, seed=cfg.seed)
+    gens = _sample(model, tok, data.eval_prompts[:4], cfg, prec, ev, temperature=0)
     return Evaluation(scores, gens, logps)
 
 

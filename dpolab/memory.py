@@ -371,19 +371,87 @@ def oom_message(est: Estimate, gpu_bytes: int, err: BaseException) -> str:
     return "\n".join([*lines, *("  - " + t for t in tips)])
 
 
-def run_with_oom_help(fn: Callable[[], Any], est: Estimate, gpu_bytes: int) -> Any:
-    """``fn()``, or, if it runs out of memory, an ``OutOfMemory`` error whose message holds
-    the estimate and ``suggest``'s changes instead of the allocator's traceback."""
+def guard(fn: Callable[[], Any], message: Callable[[BaseException], str]) -> Any:
+    """``fn()``, or, if it runs out of memory, an ``OutOfMemory`` error with
+    ``message(err)`` instead of the allocator's traceback."""
     try:
         return fn()
     except Exception as err:  # noqa: BLE001 - only out-of-memory errors are translated
         if not is_oom(err):
             raise
-        message = oom_message(est, gpu_bytes, err)
-    gc.collect()  # the failed step's tensors went with the exception's frames
+        text = message(err)
+    gc.collect()  # the failed pass's tensors went with the exception's frames
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    raise OutOfMemory(message)
+    raise OutOfMemory(text)
+
+
+def run_with_oom_help(fn: Callable[[], Any], est: Estimate, gpu_bytes: int) -> Any:
+    """``fn()``, or, if it runs out of memory, an ``OutOfMemory`` error whose message holds
+    the estimate and ``suggest``'s changes."""
+    return guard(fn, lambda err: oom_message(est, gpu_bytes, err))
+
+
+# --- evaluation passes -----------------------------------------------------------------------
+#
+# Evaluation runs without gradients, on top of what is held already (the weights, a reference
+# copy). Its batches are sized to the memory left (``EvalPass.sized``): a fixed 64 rows of
+# a 150k-token vocabulary at 320 tokens is 23 GiB of logits alone.
+
+EVAL_ROWS = 64  # the most rows of an evaluation batch: more buys little speed
+
+
+def score_row_bytes(shape: Shape, seq_len: int, mixed_precision: bool) -> int:
+    """Bytes per row of a no-grad pass that scores rows of ``seq_len`` tokens (response
+    log-probs): three fp32 copies of the logits, as in training (the output upcast, the
+    shifted copy ``cross_entropy`` flattens, its log-softmax), and one block's activations
+    (without gradients each block's are freed as the next one runs)."""
+    block = layer_activation_bytes(Plan(shape, 1, seq_len, mixed_precision))
+    return seq_len * (3 * 4 * shape.vocab + block)
+
+
+def sample_row_bytes(shape: Shape, prompt_len: int, new_tokens: int,
+                     mixed_precision: bool) -> int:
+    """Bytes per row of ``generate`` on a prompt of ``prompt_len`` tokens, ``new_tokens``
+    more: every layer's keys and values at full length (the KV cache), the prompt pass's
+    one block of activations, and fp32 logits of the last position only (``generate``
+    asks for no more)."""
+    e = 2 if mixed_precision else 4
+    cache = (prompt_len + new_tokens) * shape.layers * 2 * shape.k * e
+    block = layer_activation_bytes(Plan(shape, 1, max(prompt_len, 2), mixed_precision))
+    return cache + prompt_len * block + 3 * 4 * shape.vocab
+
+
+@dataclass(frozen=True)
+class EvalPass:
+    """One evaluation pass: its name, rows per batch, tokens per row, and the predicted
+    bytes of one batch beyond what is held already."""
+
+    name: str
+    rows: int
+    tokens: int
+    bytes: int
+
+    @classmethod
+    def sized(cls, name: str, row_bytes: int, tokens: int, budget: int | None,
+              most: int = EVAL_ROWS) -> EvalPass:
+        """The most rows (between 1 and ``most``) whose batch fits ``budget`` bytes; ``most``
+        without a budget (on a CPU)."""
+        rows = most if budget is None else max(1, min(most, budget // row_bytes))
+        return cls(name, rows, tokens, rows * row_bytes)
+
+    def __str__(self) -> str:
+        return (f"{self.name}: batches of {self.rows} rows x {self.tokens} tokens, "
+                f"{_gib(self.bytes)}")
+
+
+def eval_oom_message(ev: EvalPass, budget: int, err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (f"Out of memory in evaluation: {first[:200]}\n"
+            f"Batches were sized to the {_gib(budget)} left on the device, by the estimate: "
+            f"{ev}.\nSomething else holds memory (another model still loaded, earlier runs in "
+            f"this kernel: restart it), or the estimate is short: lower max_new_tokens or "
+            f"max_length.")
 
 
 # --- measuring -------------------------------------------------------------------------------

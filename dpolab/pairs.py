@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from . import chat
+from . import chat, preference
 from .logps import IGNORE
 
 
@@ -145,7 +145,12 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, rows: Iterable[dict],
                  if_too_long: str = "drop",
                  ) -> tuple[list[dict[str, list[int]]], TruncationReport]:
     """Tokenize rows in explicit form (``preference.validate`` returns them), then
-    ``truncate_pairs``."""
+    ``truncate_pairs``. Raises ``PreferenceDataError`` naming each row and field whose
+    text holds a special token."""
+    rows = list(rows)
+    problems = preference.special_token_problems(rows, tokenizer)
+    if problems:
+        raise preference.PreferenceDataError(problems)
     full = [encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"]) for r in rows]
     return truncate_pairs(full, max_length, max_prompt_length, tokenizer.bos_token_id,
                           if_too_long)

@@ -45,13 +45,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import evaluate, judge, world
+from . import evaluate, guards, judge, world
 from .dpo import disable_dropout
 from .env import seed_everything
 from .optim import adamw_with_schedule
+from .progress import tqdm
 from .world import AXES, Prompt
 
 REWARDS = ("learned", "gold")
@@ -263,6 +263,17 @@ def _gold_scores(gens: list[evaluate.Generation]) -> torch.Tensor:
     return torch.tensor([judge.score(g.prompt, g.response, g.finished).total for g in gens])
 
 
+def _check_context(batch: dict, limit: int | None, max_new_tokens: int) -> None:
+    """An ``InputError`` when prompt + response exceed the model's context: positions past
+    it were never trained, and PPO would learn from them silently."""
+    width = batch["input_ids"].shape[1]
+    if limit is not None and width > limit:
+        raise guards.InputError(f"PPO rollouts reach {width} tokens (prompts of up to "
+                                f"{batch['P']} + max_new_tokens={max_new_tokens}); the model "
+                                f"reads at most {limit} (max_position_embeddings): lower "
+                                f"max_new_tokens")
+
+
 @torch.no_grad()
 def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: PreTrainedModel,
             value_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -273,6 +284,7 @@ def rollout(policy: PreTrainedModel, reference: PreTrainedModel, reward_model: P
     gens = evaluate.sample(policy, tokenizer, prompts, cfg.max_new_tokens, temperature=1.0,
                            batch_size=len(prompts), seed=seed)
     batch = generations_batch(gens, tokenizer, device)
+    _check_context(batch, guards.context_length(policy), cfg.max_new_tokens)
     logps, _ = policy_logps(policy, batch)
     ref_logps, _ = policy_logps(reference, batch)
     values = token_values(value_model, batch)

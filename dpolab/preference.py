@@ -21,7 +21,8 @@ the conversational explicit format. A text prompt is one user turn; the chat tem
 applied to it once, at tokenization (TRL instead feeds standard text to the model raw).
 
 Validation names the row (counted from 0, like ``dataset[i]``), the field and the expected
-form of every problem. Each problem kind has a policy: ``"raise"`` (stop, listing every
+form of every problem; a row read from a file is also named by its file and its line
+(counted from 1, like an editor). Each problem kind has a policy: ``"raise"`` (stop, listing every
 such problem) or ``"drop"`` (remove the row and count it in the ``Report``). Nothing is
 removed without a count.
 """
@@ -30,12 +31,15 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
+
+from . import chat
+from .guards import InputError, offline
 
 FORMATS = ("standard explicit", "standard implicit", "conversational explicit",
            "conversational implicit")
@@ -43,6 +47,7 @@ FORMATS = ("standard explicit", "standard implicit", "conversational explicit",
 # Problem kinds, and what each means.
 KINDS = {
     "bad_json": "the line is not a JSON object",
+    "bad_utf8": "the line is not UTF-8 text",
     "missing_key": "a required field is missing (or null)",
     "unexpected_key": "a field of another dataset type (completion, label, messages, text)",
     "wrong_type": "a field has the wrong type",
@@ -62,13 +67,16 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Problem:
-    row: int
+    row: int  # counted from 0, like dataset[i]
     field: str
     kind: str
     expected: str
+    line: int | None = None  # counted from 1, in the file the row was read from
+    file: str | None = None
 
     def __str__(self) -> str:
-        return f"row {self.row}, field {self.field!r}: {self.expected} [{self.kind}]"
+        where = "" if self.line is None else f"{self.file}: line {self.line}, "
+        return f"{where}row {self.row}, field {self.field!r}: {self.expected} [{self.kind}]"
 
 
 class PreferenceDataError(ValueError):
@@ -274,12 +282,43 @@ def to_conversational(row: dict) -> dict:
 
 # --- sources ---------------------------------------------------------------------
 
+class Rows(list):
+    """Rows read from a file, with the file's name and the 1-based line of each row."""
+
+    def __init__(self, rows=(), file: str | None = None, lines: list[int] | None = None):
+        super().__init__(rows)
+        self.file = file
+        self.lines = lines
+
+
+def locate(problems: list[Problem], rows: Any) -> list[Problem]:
+    """``problems`` with the file and line of their row, when ``rows`` came from a file."""
+    lines = getattr(rows, "lines", None)
+    if lines is None:
+        return problems
+    return [replace(p, line=lines[p.row], file=rows.file) if p.line is None else p
+            for p in problems]
+
+
+# The first bytes of files that are not JSON Lines, and what to do with them.
+MAGIC = {b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip FILE)",
+         b"PK\x03\x04": "a zip archive: extract the .jsonl/.json/.parquet file from it",
+         b"BZh": "bzip2-compressed: decompress it first (bunzip2 FILE)",
+         b"\xfd7zXZ": "xz-compressed: decompress it first (unxz FILE)",
+         b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it first (unzstd FILE)"}
+SUFFIXES = (".jsonl", ".json", ".parquet")
+CONVERT = {".csv": "pandas.read_csv(FILE).to_json(OUT, orient='records', lines=True)",
+           ".tsv": "pandas.read_csv(FILE, sep='\\t').to_json(OUT, orient='records', lines=True)",
+           ".txt": "one JSON object per line, saved as .jsonl"}
+
+
 def read_rows(source: Any, split: str = "train") -> tuple[list[Any], list[Problem]]:
     """Rows from a list of dicts, a ``.jsonl``/``.json``/``.parquet`` file, a
     ``datasets.Dataset``/``DatasetDict`` (its ``split``) or a hub dataset id.
 
-    Unreadable JSONL lines come back as ``bad_json`` problems (and ``None`` rows) so
-    that row numbers stay line numbers (blank lines are skipped)."""
+    A file's unreadable lines come back as ``bad_json``/``bad_utf8`` problems (and ``None``
+    rows); its rows are a ``Rows`` list that knows each row's line. A file that cannot be
+    read at all (compressed, another format, corrupt, empty) raises ``InputError``."""
     import datasets
 
     if isinstance(source, datasets.DatasetDict):
@@ -289,25 +328,146 @@ def read_rows(source: Any, split: str = "train") -> tuple[list[Any], list[Proble
     if isinstance(source, (list, tuple)):
         return list(source), []
     path = Path(source)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        return pq.read_table(path).to_pylist(), []
-    if path.suffix in (".jsonl", ".json"):
-        rows, problems = [], []
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if path.suffix == ".json" and lines and lines[0].lstrip().startswith("["):
-            return json.loads("\n".join(lines)), []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                rows.append(None)
-                problems.append(Problem(i, "(line)", "bad_json",
-                                        f"expected one JSON object per line ({e.msg})"))
-        return rows, problems
     if path.exists():
-        raise ValueError(f"{path.name}: expected a .jsonl, .json or .parquet file")
+        return read_file(path)
+    if path.suffix.lower() in (*SUFFIXES, *CONVERT, ".gz") or "/" not in str(source):
+        raise InputError(f"{path}: no such file")
+    if offline():
+        raise InputError(f"{source}: not a local file, and loading it from the Hugging Face hub "
+                         f"needs the network (HF_HUB_OFFLINE=1 is set): pass a local file")
     return datasets.load_dataset(str(source), split=split).to_list(), []
+
+
+def read_file(path: Path) -> tuple[Rows, list[Problem]]:
+    """Rows of a ``.jsonl``/``.json``/``.parquet`` file (extensions in any case)."""
+    if not path.is_file():
+        raise InputError(f"{path}: not a file (expected a .jsonl, .json or .parquet file)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror}): check that it exists and "
+                         f"that you may read it") from None
+    for magic, what in MAGIC.items():
+        if data.startswith(magic):
+            raise InputError(f"{path}: the file is {what}, then check the .jsonl file")
+    suffix = path.suffix.lower()
+    if data.startswith(b"PAR1") or suffix == ".parquet":
+        return _read_parquet(path, data, suffix)
+    if suffix in CONVERT:
+        raise InputError(f"{path}: expected a .jsonl, .json or .parquet file, not {suffix}. "
+                         f"Convert it: {CONVERT[suffix]}")
+    if suffix not in (".jsonl", ".json"):
+        raise InputError(f"{path}: expected a .jsonl, .json or .parquet file, not "
+                         f"{path.suffix or 'no extension'!r}")
+    if not data.strip():
+        raise InputError(f"{path}: the file is empty or blank (no rows): expected one JSON "
+                         f"object per line")
+    if suffix == ".json" or data.lstrip()[:1] in (b"[", b"{"):
+        document = _read_document(path, data, strict=suffix == ".json")
+        if document is not None:
+            return document, []
+    return _read_lines(path, data)
+
+
+def _read_parquet(path: Path, data: bytes, suffix: str) -> tuple[Rows, list[Problem]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if suffix != ".parquet":
+        raise InputError(f"{path}: the file is Parquet: rename it to {path.stem}.parquet")
+    try:
+        rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable Parquet file ({e}): write it again, e.g. "
+                         f"with datasets.Dataset.to_parquet") from None
+    if not rows:
+        raise InputError(f"{path}: the Parquet file has no rows")
+    return Rows(rows), []
+
+
+def _read_document(path: Path, data: bytes, strict: bool) -> Rows | None:
+    """The rows of a file that is one JSON document (an array of rows, or one row written
+    over several lines); None when it is JSON Lines. ``strict``: a .json file, whose
+    syntax errors stop the read (for .jsonl they are reported line by line)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if not strict:
+            return None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}: line {line}: byte {data[e.start]:#04x} is not UTF-8 (re-save "
+                         f"the file as UTF-8)") from None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        if not strict or (isinstance(e, json.JSONDecodeError) and e.msg == "Extra data"):
+            return None  # several values (JSON Lines), or a .jsonl file read line by line
+        raise InputError(f"{path}: not valid JSON ({_json_error(e, text)})") from None
+    if not isinstance(value, (list, dict)):
+        raise InputError(f"{path}: the file holds one JSON {type(value).__name__}; expected "
+                         f"an array of rows or one row per line")
+    if not strict and b"\n" not in data.strip():
+        return None  # a one-line JSON Lines file
+    if not strict:
+        raise InputError(f"{path}: the file is one JSON document (a pretty-printed "
+                         f"{'array' if isinstance(value, list) else 'object'}), not JSON Lines: "
+                         f"write one object per line (json.dumps(row) on each), or name it .json")
+    rows = value if isinstance(value, list) else [value]
+    if not rows:
+        raise InputError(f"{path}: the JSON array is empty (no rows)")
+    return Rows(rows)
+
+
+def _json_error(e: Exception, text: str) -> str:
+    """Where a JSON document breaks, with a hint for the usual mistake."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    where = f"line {e.lineno}, column {e.colno}: {e.msg}"
+    before = text[:e.pos].rstrip()
+    if e.msg.startswith("Expecting") and before.endswith(","):
+        where += "; a comma before the closing bracket (a trailing comma) is not allowed in JSON"
+    return where
+
+
+def _read_lines(path: Path, data: bytes) -> tuple[Rows, list[Problem]]:
+    """JSON Lines split on ``\\n`` only (a string may hold U+2028 or U+0085), each line
+    decoded and parsed on its own, so one bad line never hides the rest. Blank lines are
+    skipped without shifting the line numbers."""
+    rows, problems = Rows(file=path.name, lines=[]), []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        value, problem = _parse_line(raw, number == 1)
+        if problem is not None:
+            kind, expected = problem
+            problems.append(Problem(len(rows), "(line)", kind, expected, number, path.name))
+        rows.append(value)
+        rows.lines.append(number)
+    if not rows:
+        raise InputError(f"{path}: the file has only blank lines (no rows): expected one JSON "
+                         f"object per line")
+    return rows, problems
+
+
+def _parse_line(raw: bytes, first: bool) -> tuple[Any, tuple[str, str] | None]:
+    """(value, None) for a line of JSON, (None, (kind, expected)) otherwise."""
+    try:
+        text = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as e:
+        return None, ("bad_utf8", f"expected UTF-8 text; byte {raw[e.start]:#04x} at column "
+                                  f"{e.start + 1} is not (re-save the file as UTF-8)")
+    try:
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # fails on a lone surrogate
+    except json.JSONDecodeError as e:
+        return None, ("bad_json", f"expected one JSON object per line ({e.msg} at column "
+                                  f"{e.colno})")
+    except RecursionError:
+        return None, ("bad_json", "expected one JSON object per line (nested too deeply)")
+    except UnicodeEncodeError:
+        return None, ("bad_json", "expected text; a \\ud800-\\udfff escape stands alone (a lone "
+                                  "surrogate, not a character): fix or remove it")
+    return value, None
 
 
 # --- the report ----------------------------------------------------------------------
@@ -335,7 +495,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """No problems, and at least one row: empty data is not clean data."""
+        return not self.problems and self.rows > 0
 
     @property
     def dropped(self) -> int:
@@ -343,11 +504,14 @@ class Report:
 
     def by_kind(self) -> dict[str, list[int]]:
         """Rows with each kind of problem, in row order."""
-        out: dict[str, list[int]] = {}
+        return self._by_kind(lambda p: p.row)
+
+    def _by_kind(self, key: Callable[[Problem], int | None]) -> dict[str, list[int | None]]:
+        out: dict[str, list[int | None]] = {}
         for p in self.problems:
-            rows = out.setdefault(p.kind, [])
-            if p.row not in rows:
-                rows.append(p.row)
+            places = out.setdefault(p.kind, [])
+            if key(p) not in places:
+                places.append(key(p))
         return out
 
     def __str__(self) -> str:
@@ -357,16 +521,22 @@ class Report:
         """The report as text, listing the first ``max_problems`` problems (None: all)."""
         lines = [f"rows: {self.rows}   format: {self.format or 'unknown'}   kept: {self.kept}   "
                  f"dropped: {self.dropped}"]
+        in_file = bool(self.problems) and self.problems[0].line is not None
         if self.problems:
-            lines.append("problems by kind (rows counted from 0):")
-            for kind, rows in self.by_kind().items():
+            lines.append("problems by kind (lines counted from 1):" if in_file else
+                         "problems by kind (rows counted from 0):")
+            by_kind = self._by_kind((lambda p: p.line) if in_file else (lambda p: p.row))
+            for kind, rows in by_kind.items():
                 first = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
-                lines.append(f"  {kind:<17} {len(rows):>5} row(s)  first: {first}  "
+                lines.append(f"  {kind:<17} {len(rows):>5} {'line' if in_file else 'row'}(s)  "
+                             f"first: {first}  "
                              f"(policy: {self.policy.get(kind, 'raise')})")
             shown = self.problems[:max_problems]
             lines.append("problems:" if len(shown) == len(self.problems) else
                          f"first {len(shown)} of {len(self.problems)} problems:")
             lines += [f"  {p}" for p in shown]
+        elif not self.rows:
+            lines.append("problems: no rows (empty data)")
         else:
             lines.append("problems: none")
         if self.lengths:
@@ -387,8 +557,22 @@ def _length(tokenizer: PreTrainedTokenizerBase | None, value: str | list[dict]) 
 
 def special_tokens_of(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     """Every special token string of a tokenizer (bos, eos, pad, role markers, ...)."""
-    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
-    return tuple(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
+    return chat.special_tokens(tokenizer)
+
+
+def special_token_problems(rows: list[dict], tokenizer: PreTrainedTokenizerBase,
+                           ) -> list[Problem]:
+    """``special_token`` problems of explicit-form rows: checked again at encoding, since
+    rows loaded without a tokenizer were never checked."""
+    special = special_tokens_of(tokenizer)
+    out = []
+    for i, r in enumerate(rows):
+        prompt = r["prompt"]
+        texts = {"prompt": prompt} if isinstance(prompt, str) else \
+            {f"prompt[{j}]": m["content"] for j, m in enumerate(prompt)}
+        out += _special_problems(i, {**texts, "chosen": r["chosen"], "rejected": r["rejected"]},
+                                 special)
+    return out
 
 
 def validate(rows: Iterable[Any], tokenizer: PreTrainedTokenizerBase | None = None,
@@ -408,7 +592,7 @@ def validate(rows: Iterable[Any], tokenizer: PreTrainedTokenizerBase | None = No
             raise ValueError(f"policy {kind!r}: {action!r}; expected a kind in {list(KINDS)} "
                              f"mapped to 'raise' or 'drop'")
     special = special_tokens_of(tokenizer) if tokenizer is not None else ()
-    rows = list(rows)
+    source, rows = rows, list(rows)
     problems = list(problems or [])
     bad_rows = {p.row for p in problems}
     kept: list[dict] = []
@@ -426,7 +610,7 @@ def validate(rows: Iterable[Any], tokenizer: PreTrainedTokenizerBase | None = No
         problems += row_problems
         if not row_problems:
             kept.append(out)
-    problems.sort(key=lambda p: p.row)
+    problems = locate(sorted(problems, key=lambda p: p.row), source)
     fatal = [p for p in problems if policy[p.kind] == "raise"]
     if fatal:
         raise PreferenceDataError(fatal)

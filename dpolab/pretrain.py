@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import corpus, world
 from .env import seed_everything
 from .model import n_params, new_tiny_llama
 from .optim import adamw_with_schedule
+from .progress import tqdm
 from .tokenizer import train_tokenizer
 
 

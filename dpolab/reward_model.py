@@ -12,8 +12,10 @@ Christiano et al. 2017; Stiennon et al. 2020):
     P(y_w ≻ y_l | x) = sigmoid(r(x, y_w) - r(x, y_l))
     loss = -log sigmoid(r(x, y_w) - r(x, y_l))
 
-Only differences of rewards are learned: adding a constant to every reward changes
-nothing, so the scale and offset of ``r`` mean nothing on their own (PPO normalises them).
+Only differences of rewards between responses to the same prompt are learned: adding a
+constant per prompt changes nothing, so the offset of ``r`` means nothing on its own (PPO
+normalises it away). The scale does: doubling every reward changes the loss, and the
+trained differences are log-odds of the labels.
 
 The world lets us grade the reward model twice on held-out pairs: against the annotators'
 noisy labels (what it was trained to predict) and against the gold judge (what we
@@ -32,7 +34,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -41,9 +42,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from . import chat, judge, model, pairs
+from . import chat, guards, judge, model, pairs
 from .env import seed_everything
 from .optim import adamw_with_schedule
+from .progress import tqdm
 
 BUNDLED = "tiny-llama-rm"  # the reward model shipped under data/ (scripts/make_reward_model.py)
 
@@ -56,7 +58,7 @@ def from_sft(path: str | Path = model.SFT, seed: int = 0,
     ``transformers`` would report it missing; that is expected and silenced here."""
     if str(path) in (model.BASE, model.SFT):
         path = model.bundled(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -76,7 +78,7 @@ def load(path: str | Path = BUNDLED) -> tuple[PreTrainedModel, PreTrainedTokeniz
     """A trained reward model saved with ``save`` (default: the bundled one)."""
     if str(path) == BUNDLED:
         path = model.bundled(BUNDLED)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     rm = AutoModelForSequenceClassification.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False)
     return rm, tokenizer
@@ -169,8 +171,12 @@ def train_reward_model(rm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         raise ValueError(f"{len(rows)} pairs is fewer than one batch of {cfg.batch_size}")
     seed_everything(cfg.seed)
     device = next(rm.parameters()).device
-    encoded = [pairs.encode_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"])
-               for r in rows]
+    encoded, report = pairs.encode_pairs(tokenizer, rows, max_length=guards.context_length(rm))
+    if report.kept < report.pairs or report.chosen_cut or report.rejected_cut:
+        print(report)
+    if len(encoded) < cfg.batch_size:
+        raise ValueError(f"{len(encoded)} pairs fit the model, fewer than one batch of "
+                         f"{cfg.batch_size}")
     steps_per_epoch = len(encoded) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     opt, sched = adamw_with_schedule(rm.parameters(), cfg.lr, total, cfg.warmup_steps,
@@ -187,18 +193,17 @@ def train_reward_model(rm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             batch = pairs.collate_pairs([encoded[i] for i in idx], tokenizer.pad_token_id)
             r_chosen, r_rejected = pair_rewards(rm, {k: v.to(device) for k, v in batch.items()})
             loss = bt_loss(r_chosen, r_rejected)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"reward-model loss is {loss.item()} at step "
-                                         f"{len(history.loss)} (batch rows {idx[:4]}...)")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+            loss_value, norm = torch.stack([loss.detach(), grad_norm]).tolist()  # one sync
+            guards.check_finite("reward-model", len(history.loss) + 1, idx, loss_value, norm, rm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            history.loss.append(loss.item())
+            history.loss.append(loss_value)
             history.accuracy.append((r_chosen > r_rejected).float().mean().item())
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             if callback is not None:
                 callback(len(history.loss), history)
     bar.close()

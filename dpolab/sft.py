@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import chat, world
+from . import chat, guards, world
 from .demonstrator import SFT_MIXTURE, Demonstrator, Mixture
 from .env import seed_everything
+from .guards import InputError
 from .optim import adamw_with_schedule
+from .progress import tqdm
 
 
 @dataclass
@@ -70,7 +71,10 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     cfg = cfg or SFTConfig()
     seed_everything(cfg.seed)
     device = next(model.parameters()).device
-    encoded = [encode(tokenizer, p, r) for p, r in examples]
+    if len(examples) < cfg.batch_size:
+        raise InputError(f"{len(examples)} examples is fewer than one batch of {cfg.batch_size}")
+    encoded = guards.fit_context([encode(tokenizer, p, r) for p, r in examples],
+                                 guards.context_length(model), "example")
     steps_per_epoch = len(encoded) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     opt, sched = adamw_with_schedule(model.parameters(), cfg.lr, total, cfg.warmup_steps,
@@ -87,14 +91,16 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id)
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            loss_value, norm = torch.stack([loss.detach(), grad_norm]).tolist()  # one sync
+            guards.check_finite("SFT", len(history.loss) + 1, idx, loss_value, norm, model)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            history.loss.append(loss.item())
+            history.loss.append(loss_value)
             history.lr.append(sched.get_last_lr()[0])
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             if callback is not None:
                 callback(len(history.loss), history)
     bar.close()

@@ -13,6 +13,10 @@ returns the name to pass as ``DPOConfig(loss_type=...)``.
     simpo       Meng et al. 2024                    no reference; mean log-probs; margin gamma
     orpo        Hong et al. 2024                    no reference; odds ratio + NLL on chosen
     kto         Ethayarajh et al. 2024              unpaired: each response vs a KL baseline
+    dpop        Pal et al. 2024 (Smaug)             DPO + a penalty when log pi(y_w) falls
+                                                    below the reference's
+    rpo         Pang et al. 2024                    DPO + an NLL term on the chosen response
+    apo_zero    D'Oosterlinck et al. 2024 (APO)     chosen up, rejected down, each on its own
 
 SimPO and ORPO are defined on *mean* per-token log-probs (train them with
 ``average_logps=True``); they ignore the reference arguments. ``beta`` keeps its course-wide
@@ -69,8 +73,10 @@ def simpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
 
     The reward is the length-normalised log-likelihood itself, so a long response gains
     nothing from its length, and ``gamma`` asks for a minimum reward gap. TRL's
-    ``CPOTrainer(loss_type="simpo")`` computes the same (with ``gamma`` as ``simpo_gamma``).
-    The reference arguments are ignored."""
+    ``CPOTrainer(loss_type="simpo")`` (``trl.experimental.cpo``) computes the same term (with
+    ``gamma`` as ``simpo_gamma``), but adds ``cpo_alpha`` times an NLL loss on the chosen
+    responses, 1.0 by default: the two agree only with ``cpo_alpha=0``. The reference
+    arguments are ignored."""
     return -F.logsigmoid(beta * (logps_chosen - logps_rejected) - gamma)
 
 
@@ -93,9 +99,12 @@ def orpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
 
     SFT and preference in one stage, no reference: the NLL of the chosen response (its mean
     per-token log-prob ``lp_w``) plus ``beta`` (the paper's ``lambda``) times the odds-ratio
-    loss. TRL's ``ORPOTrainer`` computes the NLL as a token-weighted cross entropy over the
-    whole batch and subtracts ``mean(beta * log s(log odds))``; with equal response lengths
-    the two agree. The reference arguments are ignored."""
+    loss. TRL's ``ORPOTrainer`` (``trl.experimental.orpo``) differs in its NLL term: a
+    token-weighted cross entropy over the whole batch that counts the *prompt* tokens of the
+    chosen rows too (its code: "computed over the full prompt and response"), while the
+    odds-ratio term, ``mean(beta * log s(log odds))`` on mean response log-probs, is the same.
+    So the two agree on the odds-ratio term, not on the total. The reference arguments are
+    ignored."""
     return -logps_chosen - beta * F.logsigmoid(log_odds_ratio(logps_chosen, logps_rejected))
 
 
@@ -130,8 +139,49 @@ def kto_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
             + undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r_l))))
 
 
+def dpop_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+              ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor, beta: float,
+              lam: float = 5.0) -> torch.Tensor:
+    """DPO-Positive (Pal et al. 2024, "Smaug", eq. 3):
+    ``-log s(beta * (h - lam * max(0, log pi_ref(y_w) - log pi(y_w))))``.
+
+    Plain DPO is content to open the margin ``h`` by lowering both responses (likelihood
+    displacement). DPOP subtracts a penalty from the margin as soon as the chosen response
+    becomes *less* likely than under the reference, so lowering it no longer pays."""
+    h = margin(logps_chosen, logps_rejected, ref_logps_chosen, ref_logps_rejected)
+    penalty = torch.clamp(ref_logps_chosen - logps_chosen, min=0)
+    return -F.logsigmoid(beta * (h - lam * penalty))
+
+
+def rpo_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+             ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor, beta: float,
+             alpha: float = 0.05) -> torch.Tensor:
+    """DPO plus ``alpha`` times the negative log-likelihood of the chosen response (the RPO
+    loss of Pang et al. 2024, "Iterative Reasoning Preference Optimization"; TRL's
+    ``loss_type=["sigmoid", "sft"]``). The NLL here is the *summed* log-prob of the response,
+    the unit every loss in this module works in; Pang et al. divide it by the response's
+    length, which rescales ``alpha`` by a length that is short and similar across this
+    world's responses."""
+    return dpo_loss(logps_chosen, logps_rejected, ref_logps_chosen, ref_logps_rejected,
+                    beta) - alpha * logps_chosen
+
+
+def apo_zero_loss(logps_chosen: torch.Tensor, logps_rejected: torch.Tensor,
+                  ref_logps_chosen: torch.Tensor, ref_logps_rejected: torch.Tensor,
+                  beta: float) -> torch.Tensor:
+    """APO-zero (D'Oosterlinck et al. 2024, "Anchored Preference Optimization", eq. 7):
+    ``(1 - s(beta * r_w)) + s(beta * r_l)`` with ``r = log pi(y|x) - log pi_ref(y|x)``.
+
+    Each response is anchored to the reference on its own: the loss falls only by raising
+    the chosen response and lowering the rejected one, never by lowering both. Same as TRL's
+    ``loss_type="apo_zero"``."""
+    r_w, r_l = logps_chosen - ref_logps_chosen, logps_rejected - ref_logps_rejected
+    return (1 - torch.sigmoid(beta * r_w)) + torch.sigmoid(beta * r_l)
+
+
 VARIANTS = {"sigmoid": dpo_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_dpo_loss,
-            "hinge": hinge_loss, "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss}
+            "hinge": hinge_loss, "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss,
+            "dpop": dpop_loss, "rpo": rpo_loss, "apo_zero": apo_zero_loss}
 REFERENCE_FREE = ("simpo", "orpo")  # defined on mean log-probs, no reference model
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 FAMILIES = ("helpful", "safety", "instruction", "tone", "sentiment")
 ALIGNMENT_FAMILIES = ("helpful", "safety", "instruction", "tone")
+MAX_DRAWS = 10_000  # tasks drawn for one prompt before a split is declared empty
 AXES = ("helpful", "safe", "instruction", "tone")
 
 COUNTRIES = {
@@ -279,11 +280,13 @@ class World:
         """``n`` prompts cycling through ``families``, all in ``split``."""
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        _check_families(families)
         rng = random.Random(_stable_hash("prompts", self.seed if seed is None else seed, split))
         return [self._draw(rng, families[i % len(families)], split) for i in range(n)]
 
     def iter_prompts(self, split: str = "train",
                      families: tuple[str, ...] = FAMILIES) -> Iterator[Prompt]:
+        _check_families(families)
         rng = random.Random(_stable_hash("iter", self.seed, split))
         i = 0
         while True:
@@ -291,7 +294,9 @@ class World:
             i += 1
 
     def _draw(self, rng: random.Random, family: str, split: str) -> Prompt:
-        while True:
+        """A prompt of ``family`` in ``split``; draws are bounded, so a family with no
+        prompt in the split raises instead of looping."""
+        for _ in range(MAX_DRAWS):
             task, templates = _sample_task(rng, family)
             template = rng.choice(templates)
             if split == "eval" and is_held_out_combo(task):
@@ -299,6 +304,14 @@ class World:
             if (split == "train" and not is_held_out_combo(task)
                     and template not in HELD_OUT_TEMPLATES):
                 return Prompt(render(task, template), task, template)
+        raise ValueError(f"no {split} prompt of family {family!r} in {MAX_DRAWS} draws")
+
+
+def _check_families(families: tuple[str, ...]) -> None:
+    unknown = [f for f in families if f not in FAMILIES]
+    if not families or unknown:
+        raise ValueError(f"unknown family in {families!r}: expected a non-empty tuple of "
+                         f"{FAMILIES}")
 
 
 # --- parsing -----------------------------------------------------------------

@@ -21,6 +21,7 @@ longer response), duplicates and contradictions (the same pair labelled both way
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,11 +54,13 @@ def offpolicy_pairs(n: int, seed: int = 0, temperature: float = 0.1,
                     mixture: Mixture = SFT_MIXTURE, split: str = "train",
                     families: tuple[str, ...] = world.FAMILIES) -> Pairs:
     """``n`` pairs of two demonstrator responses per prompt, labelled with annotator
-    noise ``temperature``."""
+    noise ``temperature``. Prompts are drawn at most ``max_draws(n)`` times."""
+    _check_count(n)
     demo = Demonstrator(mixture, seed=seed)
     annotator = Annotator(temperature, seed=seed)
     out = Pairs()
-    for prompt in world.World(seed).iter_prompts(split, families):
+    prompts = world.World(seed).iter_prompts(split, families)
+    for prompt in itertools.islice(prompts, max_draws(n)):
         if len(out) == n:
             break
         a, b = demo.respond(prompt), demo.respond(prompt)
@@ -65,7 +68,7 @@ def offpolicy_pairs(n: int, seed: int = 0, temperature: float = 0.1,
             out.skipped["identical"] += 1
             continue
         out.append(_row(prompt, annotator.label(prompt, a, b), temperature, "demonstrator"))
-    return out
+    return _enough(out, n)
 
 
 def onpolicy_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n: int,
@@ -73,15 +76,18 @@ def onpolicy_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n
                    families: tuple[str, ...] = world.FAMILIES, max_new_tokens: int = 48,
                    sampling_temperature: float = 1.0, batch_size: int = 128) -> Pairs:
     """``n`` pairs of two samples of ``model`` per prompt (``evaluate.sample``), labelled
-    with annotator noise ``temperature``."""
+    with annotator noise ``temperature``. Prompts are drawn at most ``max_draws(n)`` times."""
+    _check_count(n)
     annotator = Annotator(temperature, seed=seed)
-    stream = world.World(seed).iter_prompts(split, families)
+    stream = itertools.islice(world.World(seed).iter_prompts(split, families), max_draws(n))
     out = Pairs()
     for round_ in itertools.count():
         if len(out) == n:
             break
         needed = n - len(out)
         prompts = list(itertools.islice(stream, min(batch_size // 2, needed + needed // 4 + 4)))
+        if not prompts:
+            break
         gens = evaluate.sample(model, tokenizer, prompts + prompts, max_new_tokens=max_new_tokens,
                                temperature=sampling_temperature, batch_size=batch_size,
                                seed=seed * 1000 + round_)
@@ -97,6 +103,24 @@ def onpolicy_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n
             else:
                 out.append(_row(prompt, annotator.label(prompt, a.response, b.response),
                                 temperature, "model"))
+    return _enough(out, n)
+
+
+def max_draws(n: int) -> int:
+    """Prompts a builder of ``n`` pairs may draw: far more than skips ever need, and finite."""
+    return 20 * n + 100
+
+
+def _check_count(n: int) -> None:
+    if not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"the number of pairs must be an integer >= 0, got {n!r}")
+
+
+def _enough(out: Pairs, n: int) -> Pairs:
+    """``out`` if it holds ``n`` pairs, else an error saying what every draw was skipped for."""
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} of {n} pairs after {max_draws(n)} prompts (skipped: "
+                         f"{dict(out.skipped)}): too few distinct responses for these prompts")
     return out
 
 

@@ -4,20 +4,50 @@ Includes the values usually quoted for large models (beta 0.1–0.5, learning ra
 5e-6, 1–3 epochs; the original lesson's "typical values") next to the ones this
 ~1M-parameter model needs. One run per value and seed (three seeds: training order and
 evaluation samples); each reports the held-out gold reward, the sampled KL to the SFT
-model and the held-out reward accuracy after training.
+model and the held-out reward accuracy after training. Every evaluation of a seed uses the
+same prompts and sampling seed, so two settings (or two epochs) compare *paired*.
 
     python -m experiments.sweeps [--quick] [--out DIR]
 
-Writes ``sweeps.csv`` and ``sweeps.png``.
+Writes ``sweeps.csv`` (one row per evaluation kept), ``sweeps_prompts.csv`` (the gold total
+per prompt of the same evaluations) and ``sweeps.png``.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from experiments.common import eval_prompts, machine, read_pairs, run_dpo, setup
+from experiments.common import eval_prompts, heldout_metrics, machine, read_pairs, setup
 
 METRICS = ("gold", "kl", "heldout_accuracy")
+
+
+def run_scored(rows: list[dict], cfg, prompts, heldout: list[dict] | None = None,
+               policy=None, **labels) -> tuple[list[dict], list[list[float]], object]:
+    """``common.run_dpo`` that also returns the gold total per prompt of each evaluation
+    (``History.eval_scores``: the same prompts and sampling seed every time, so paired).
+    Returns (one row per evaluation, per-prompt totals per evaluation, trained policy)."""
+    from dpolab import dpo, model, variants
+    fresh, tok = model.load(model.SFT)
+    policy = fresh if policy is None else policy
+    reference = model.load(model.SFT)[0].eval()
+    h = dpo.train_dpo(policy, tok, rows, cfg, ref_model=reference, eval_prompts=prompts)
+    acc = {t["step"]: t["rewards/accuracies"] for t in h.train}
+    out = [{**labels, "step": e["step"], "pairs_seen": e["step"] * cfg.batch_size,
+            "kl": e["kl"], "gold": e["total"],
+            **{k: e[k] for k in ("helpful", "safe", "instruction", "tone", "stop_rate")
+               if k in e},
+            "train_accuracy": acc.get(e["step"], float("nan"))} for e in h.eval]
+    if heldout:
+        out[-1].update(heldout_metrics(policy, reference, tok, heldout, cfg.average_logps,
+                                       cfg.loss_type.split("(")[0] in variants.REFERENCE_FREE))
+    return out, [s["total"] for s in h.eval_scores], policy
+
+
+def prompt_rows(row: dict, totals: list[float], keys: tuple[str, ...]) -> list[dict]:
+    """Long-format per-prompt gold of one evaluation, labelled by ``row[k]`` for ``keys``."""
+    return [{**{k: row.get(k) for k in keys}, "prompt": i, "gold": g}
+            for i, g in enumerate(totals)]
 
 
 def plot(sweeps: pd.DataFrame, path) -> None:
@@ -59,41 +89,56 @@ def main() -> None:
             [0.1, 1.0], [5e-4], 2, 8, 8, 2, 16, [0]
     else:
         betas, lrs, steps, n_prompts, n_heldout, epochs, epoch_pairs, seeds = \
-            [0.02, 0.1, 0.5, 2.0], [5e-7, 5e-6, 5e-5, 5e-4, 2e-3], 24, 48, 200, 3, 128, [0, 1, 2]
+            [0.02, 0.1, 0.5, 2.0], [5e-7, 5e-6, 5e-5, 5e-4, 2e-3], 24, 96, 200, 3, 128, [0, 1, 2]
     base_beta, base_lr, batch_size = 0.1, 5e-4, 16
     prompts = eval_prompts(n_prompts)
     train = read_pairs("offpolicy_train", steps * batch_size)
     heldout = read_pairs("offpolicy_heldout", n_heldout)
-    rows = []
+    rows, per_prompt = [], []
+    keys = ("sweep", "beta", "lr", "seed", "step", "epoch")
+
+    def keep(row: dict, totals: list[float], scores_only: bool = False) -> None:
+        if not scores_only:
+            rows.append(row)
+        per_prompt.extend(prompt_rows(row, totals, keys))
 
     def run(sweep: str, seed: int, **over) -> None:
         cfg = dpo.DPOConfig(**{"beta": base_beta, "lr": base_lr, "steps": steps, "seed": seed,
                                "batch_size": batch_size, "reference": "precomputed", **over})
-        pts, _ = run_dpo(train, cfg, prompts, heldout, sweep=sweep, beta=cfg.beta, lr=cfg.lr,
-                         seed=seed)
-        rows.append(pts[-1])
+        pts, totals, _ = run_scored(train, cfg, prompts, heldout, sweep=sweep, beta=cfg.beta,
+                                    lr=cfg.lr, seed=seed)
+        # the SFT model (step 0) on the same prompts and samples: per-prompt scores only, so
+        # sweeps.csv keeps one row per trained run
+        keep({**pts[0], "step": 0}, totals[0], scores_only=True)
+        keep(pts[-1], totals[-1])
 
     per_epoch = epoch_pairs // batch_size
     for seed in seeds:
         for beta in betas:
             run("beta", seed, beta=beta)
         for lr in lrs:
-            if lr == base_lr and base_beta in betas:  # the same run as the beta sweep's
-                rows.append({**next(r for r in rows if r["sweep"] == "beta" and r["seed"] == seed
-                                    and r["beta"] == base_beta), "sweep": "lr"})
+            if lr == base_lr and base_beta in betas:  # the same runs as the beta sweep's
+                row = next(r for r in rows if r["sweep"] == "beta" and r["seed"] == seed
+                           and r["beta"] == base_beta)
+                for step in (0, row["step"]):
+                    totals = [p["gold"] for p in per_prompt if p["sweep"] == "beta"
+                              and p["seed"] == seed and p["beta"] == base_beta
+                              and p["step"] == step]
+                    keep({**row, "sweep": "lr", "step": step}, totals, scores_only=step == 0)
             else:
                 run("lr", seed, lr=lr)
         # epochs: several passes over a small set of pairs, evaluated after each pass
         cfg = dpo.DPOConfig(beta=base_beta, lr=base_lr, epochs=epochs, batch_size=batch_size,
                             reference="precomputed", eval_every=per_epoch, seed=seed)
-        pts, _ = run_dpo(train[:epoch_pairs], cfg, prompts, heldout, sweep="epochs",
-                         beta=base_beta, lr=base_lr, seed=seed)
-        for p in pts:
-            rows.append({**p, "epoch": p["step"] / per_epoch})
+        pts, totals, _ = run_scored(train[:epoch_pairs], cfg, prompts, heldout, sweep="epochs",
+                                    beta=base_beta, lr=base_lr, seed=seed)
+        for p, t in zip(pts, totals, strict=True):
+            keep({**p, "epoch": p["step"] / per_epoch}, t)
 
     sweeps = pd.DataFrame(rows)
     sweeps["machine"] = machine()
     sweeps.to_csv(args.out / "sweeps.csv", index=False)
+    pd.DataFrame(per_prompt).to_csv(args.out / "sweeps_prompts.csv", index=False)
     plot(sweeps, args.out / "sweeps.png")
     print(sweeps.groupby(["sweep", "beta", "lr", "step"], sort=False)[list(METRICS)]
           .agg(["mean", "std"]).round(3).to_string())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numeric import assert_runs_close
 
 from dpolab import chat, dpo, losses, model, pairs, pipeline, world, worldprefs
 from dpolab.logps import model_logps
@@ -212,9 +213,16 @@ def test_fp16_overflow_is_skipped_by_the_loss_scaler_not_raised(tok, examples, m
 
     w.register_hook(overflow_once)
     before = w.detach().clone()
-    h = dpo.train_dpo(m, tok, examples, dpo.DPOConfig(steps=3, batch_size=8, lr=1e-3))
+    weights = []
+    h = dpo.train_dpo(m, tok, examples, dpo.DPOConfig(steps=3, batch_size=8, lr=1e-3,
+                                                      warmup_steps=3),
+                      callback=lambda step, history: weights.append(w.detach().clone()))
     assert [math.isfinite(r["grad_norm"]) for r in h.train] == [False, True, True]
     assert math.isfinite(h.train[-1]["loss"]) and not torch.equal(w, before)
+    # The skipped step made no update, so the warmup did not advance on it either: step 2
+    # runs at step 1's learning rate.
+    assert torch.equal(weights[0], before) and not torch.equal(weights[1], before)
+    assert [r["lr"] for r in h.train] == pytest.approx([1e-3 / 3, 1e-3 / 3, 2e-3 / 3])
 
 
 def test_bad_config_and_too_few_pairs_raise(tok, examples):
@@ -255,9 +263,7 @@ def test_two_processes_agree_with_one(tok, examples, tmp_path):
     ddp = json.loads(out.read_text())
     assert ddp["processes"] == 2
     m, one = run(examples, tok, steps=3, batch_size=8, reference="precomputed")
-    for r, row in zip(one.train, ddp["train"], strict=True):
-        for k in dpo.METRICS:
-            assert row[k] == pytest.approx(r[k], abs=1e-5), (r["step"], k)
+    assert_runs_close(ddp["train"], one.train, dpo.METRICS)
     params = torch.cat([p.detach().flatten() for p in m.parameters()])
     assert ddp["param_sum"] == pytest.approx(params.sum().item(), abs=1e-4)
     assert ddp["param_abs_sum"] == pytest.approx(params.abs().sum().item(), rel=1e-6)
@@ -297,4 +303,7 @@ def test_align_command_prints_the_table_and_writes_json(tmp_path, capsys):
     assert math.isfinite(result["kl"]) and result["seconds"] > 0
     assert result["pairs"] == 3 * pipeline.DEFAULTS.batch_size
     printed = capsys.readouterr().out
-    assert "before  after  change" in printed and "KL(policy || SFT)" in printed
+    assert "change [95% CI]" in printed and "KL(policy || SFT)" in printed
+    change = result["ci"]["total"]["change"]
+    assert change["lo"] <= change["mean"] <= change["hi"]
+    assert change["mean"] == pytest.approx(result["after"]["total"] - result["before"]["total"])

@@ -15,11 +15,22 @@ def test_supported_dtypes_on_cpu():
     assert env.supported_dtypes("cpu") == ["float32", "bfloat16"]
 
 
-def test_supported_dtypes_on_cuda_follow_bf16_support(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+def test_supported_dtypes_on_cuda_count_native_bf16_only(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert env.supported_dtypes("cuda") == ["float32", "bfloat16", "float16"]  # Ampere and newer
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert env.supported_dtypes("cuda") == ["float32", "float16"]  # a T4
+    # A T4: bf16 only emulated, which torch counts unless told not to.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    assert env.supported_dtypes("cuda") == ["float32", "float16"]
+
+
+def test_doctor_on_a_t4_lists_no_bf16(monkeypatch):
+    monkeypatch.setattr(env, "device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    lines = env.doctor().splitlines()
+    assert lines[:2] == ["device: cuda (Tesla T4)", "dtypes: float32, float16"]
 
 
 def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch):

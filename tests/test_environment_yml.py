@@ -1,5 +1,6 @@
 """environment.yml must install what pyproject.toml declares: pyproject is the source of truth."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -48,3 +49,15 @@ def test_pip_installs_the_project():
     _, env = load()
     pip = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
     assert pip == [['-e ".[test]"']]
+
+
+def test_the_transformers_floor_reads_the_bundled_tokenizers():
+    """The bundled tokenizers are saved in transformers 5's format (``TokenizersBackend``):
+    4.57.3 refuses them ("Tokenizer class TokenizersBackend does not exist"), 5.0.0 loads
+    them and the models, and samples the same tokens as the installed version."""
+    project, _ = load()
+    spec = next(Requirement(d).specifier for d in project["dependencies"]
+                if Requirement(d).name == "transformers")
+    assert spec.contains("5.0.0") and not spec.contains("4.57.3")
+    for path in sorted((ROOT / "data").glob("*/tokenizer_config.json")):
+        assert json.loads(path.read_text())["tokenizer_class"] == "TokenizersBackend", path

@@ -41,3 +41,24 @@ def test_quick_mode_writes_csv_and_figure(name, out):
     if "gold" in table:
         assert table.gold.notna().any()
     assert (out / f"{name}.png").stat().st_size > 10_000
+
+
+PER_ITEM = {  # the per-prompt and per-pair files next to each CSV, and their columns
+    "sweeps_prompts": {"sweep", "beta", "lr", "seed", "step", "prompt", "gold"},
+    "variants_prompts": {"experiment", "loss_type", "flip", "labels_used", "seed", "step",
+                         "prompt", "gold", "tokens"},
+    "variants_pairs": {"loss_type", "seed", "pair", "chosen_shift", "rejected_shift",
+                       "chosen_shift_per_token", "rejected_shift_per_token"},
+    "variants_rewards": {"model", "seed", "pair", "r_chosen", "r_rejected", "gold_chosen",
+                         "gold_rejected"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PER_ITEM))
+def test_quick_mode_writes_per_prompt_and_per_pair_scores(name, out):
+    if not (out / f"{name.split('_')[0]}.csv").exists():
+        run(name.split("_")[0], out)
+    table = pd.read_csv(out / f"{name}.csv")
+    assert PER_ITEM[name] <= set(table.columns), PER_ITEM[name] - set(table.columns)
+    assert len(table) > 1

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dpolab import dpo, gpurun, memory, precision, world, worldprefs
+from dpolab import chat, dpo, evaluate, gpurun, memory, precision, world, worldprefs
 from dpolab import model as models
 from dpolab.pairs import collate_pairs
 
@@ -45,7 +45,7 @@ def test_a_failed_download_says_what_to_do_and_falls_back(monkeypatch):
     model, tok, cfg, note = gpurun.load_model(gpurun.RunConfig(), CPU)
     assert cfg.model == models.SFT and models.n_params(model) < 2_000_000
     assert f"Could not load {gpurun.HUB_MODELS[0]} (OSError: We couldn't connect" in note
-    assert "What to do:" in note and f"huggingface-cli download {gpurun.HUB_MODELS[0]}" in note
+    assert "What to do:" in note and f"`hf download {gpurun.HUB_MODELS[0]}`" in note
     assert note.endswith("Falling back to the bundled tiny model on world data.")
 
 
@@ -213,3 +213,80 @@ def test_out_of_memory_on_a_gpu_is_answered_with_suggestions(monkeypatch):
 def test_config_refuses_unknown_data():
     with pytest.raises(ValueError, match="data must be 'world' or 'ultrafeedback'"):
         gpurun.RunConfig(data="hh-rlhf")
+
+
+# --- evaluation batches, sized and guarded ------------------------------------------------------
+
+def fake_gpu_left(monkeypatch, free: int) -> None:
+    """``eval_budget`` on a faked T4 with ``free`` bytes left below its headroom."""
+    monkeypatch.setattr(gpurun, "device_bytes", lambda device: gpurun.T4_BYTES)
+    held = int(memory.HEADROOM * gpurun.T4_BYTES) - free
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: held)
+
+
+def test_evaluation_batches_are_sized_to_the_memory_left(monkeypatch):
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=4), n_eval=16)
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    model = gpurun.prepare_model(model, cfg)
+    assert gpurun.eval_plan(model, tok, data, cfg, FP32).sample.rows == memory.EVAL_ROWS  # CPU
+    shape = memory.Shape.from_config(model.config)
+    prompt_len = max(len(chat.prompt_ids(tok, p.text)) for p in data.eval_prompts)
+    row = memory.score_row_bytes(shape, prompt_len + cfg.max_new_tokens, False)
+    fake_gpu_left(monkeypatch, 5 * row + 1)
+    ev = gpurun.eval_plan(model, tok, data, cfg, FP32)
+    assert ev.score.rows == 5 and ev.score.bytes <= ev.budget == 5 * row + 1
+    assert ev.sample.bytes <= ev.budget and "evaluation within" in str(ev)
+    seen = []
+    for name in ("sample", "response_logps"):
+        real = getattr(evaluate, name)
+
+        def spy(*args, real=real, name=name, **kwargs):
+            seen.append((name, kwargs["batch_size"]))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(evaluate, name, spy)
+    gpurun.evaluate_run(model, tok, data, cfg, FP32, "adapters")
+    assert seen == [("sample", ev.sample.rows), ("response_logps", 5), ("response_logps", 5)]
+
+
+def test_out_of_memory_in_evaluation_names_the_pass_and_its_batch(monkeypatch):
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
+    data, cfg, _ = gpurun.load_data(cfg, tok)
+    fake_gpu_left(monkeypatch, 2**30)
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(evaluate, "sample", oom)
+    with pytest.raises(memory.OutOfMemory) as info:
+        gpurun.evaluate_run(model, tok, data, cfg, FP32)
+    text = str(info.value)
+    assert text.startswith("Out of memory in evaluation: CUDA out of memory. Tried to allocate")
+    assert ("Batches were sized to the 1.00 GiB left on the device, by the estimate: "
+            f"sampling: batches of {memory.EVAL_ROWS} rows x") in text
+
+
+# --- estimates for any model, a T4's memory --------------------------------------------------
+
+def test_estimates_read_the_config_of_a_model_outside_the_built_in_shapes(tmp_path):
+    """A local folder (and a bundled name) has no built-in shape: its config.json is read."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=256, intermediate_size=704, num_hidden_layers=6,
+                num_attention_heads=8, num_key_value_heads=2, vocab_size=4096,
+                tie_word_embeddings=True).save_pretrained(tmp_path)
+    cfg = gpurun.RunConfig(model=str(tmp_path))
+    shape = gpurun.plan(cfg, None, 128, mixed_precision=True).shape
+    assert (shape.hidden, shape.layers, shape.kv_heads, shape.vocab) == (256, 6, 2, 4096)
+    est, t = gpurun.t4_estimates(cfg)
+    assert est.total > 0 and t.total > 0
+    tiny, _ = models.load(models.SFT)
+    sft = gpurun.plan(replace(cfg, model=models.SFT), None, 64, False).shape
+    assert sft == memory.Shape.from_config(tiny.config)
+
+
+def test_a_t4_is_the_memory_cuda_reports_on_one():
+    """15,110 MiB (CUDA's total_memory on a T4): 16 GB less ECC and the driver's share, what
+    ``device_bytes`` returns there; a plan may fill HEADROOM of it."""
+    assert 14.5 * memory.GIB < gpurun.T4_BYTES < 15 * memory.GIB

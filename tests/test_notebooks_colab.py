@@ -91,6 +91,20 @@ def test_setup_cell_on_colab_clones_and_installs_the_course_without_torch(monkey
     assert sys.path[0] == target  # importable in the running kernel without a restart
 
 
+def test_setup_cell_run_again_on_colab_neither_clones_again_nor_repeats_the_path(monkeypatch):
+    import os
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    first = run_setup_cell(monkeypatch)
+    target = first[0][1].split()[-1]
+    monkeypatch.setattr(os.path, "isdir", lambda p: p == target)  # the clone is there now
+    monkeypatch.setattr(sys, "path", [target, *(p for p in sys.path if p != target)])
+    python = TransformerManager().transform_cell(colab.SETUP_CELL)
+    shell = FakeIPython()
+    exec(compile(python, "<setup cell>", "exec"), {"get_ipython": lambda: shell})
+    assert [kind for kind, _ in shell.calls] == ["%pip"]
+    assert sys.path.count(target) == 1
+
+
 def test_installing_the_course_keeps_colabs_own_stack():
     """pip leaves a preinstalled package alone when it satisfies the requirement: every
     dependency range admits the version Colab ships (so torch and ipywidgets 7.7.1 stay)."""

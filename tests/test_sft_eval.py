@@ -91,3 +91,39 @@ def test_response_logps_match_a_manual_sum():
                  for t, tok_id in enumerate(g.response_ids))
     got = evaluate.response_logps(m, [g], tok.pad_token_id).item()
     assert got == pytest.approx(manual, abs=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampling_ignores_the_models_generation_config(base, temperature):
+    """A checkpoint's decoding settings (here a repetition penalty, an n-gram ban, a minimum
+    length, top-k and top-p) do not leak into ``sample``: it draws the same tokens as from
+    a model with a blank generation_config, greedy or at temperature 1. The settings do
+    change ``generate`` when left to it, so the test can fail."""
+    m, tok = base
+    prompts = World(0).prompts(8, "eval")
+    clean = evaluate.sample(m, tok, prompts, max_new_tokens=16, temperature=temperature)
+    own = m.generation_config
+    try:
+        m.generation_config = own.__class__(**own.to_dict())
+        m.generation_config.update(repetition_penalty=3.0, no_repeat_ngram_size=2, min_length=30,
+                                   top_k=2, top_p=0.5, temperature=0.3)
+        biased = evaluate.sample(m, tok, prompts, max_new_tokens=16, temperature=temperature)
+        ids = torch.tensor([clean[0].prompt_ids])
+        inherited = m.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=0)
+    finally:
+        m.generation_config = own
+    assert [g.response_ids for g in biased] == [g.response_ids for g in clean]
+    plain = m.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=0)
+    assert not torch.equal(inherited, plain)
+
+
+def test_sampling_refuses_a_setting_it_cannot_neutralise(base):
+    m, tok = base
+    own = m.generation_config
+    try:
+        m.generation_config = own.__class__(**own.to_dict())
+        m.generation_config.suppress_tokens = [5]
+        with pytest.raises(ValueError, match=r"generation_config sets \['suppress_tokens'\]"):
+            evaluate.sample(m, tok, ["Hi"], max_new_tokens=4)
+    finally:
+        m.generation_config = own

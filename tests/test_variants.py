@@ -171,3 +171,56 @@ def _trl_source(rel: str) -> str:
 
     import trl
     return (pathlib.Path(trl.__file__).parent / rel).read_text()
+
+
+def test_label_smoothing_has_one_source_of_truth(logps):
+    """``DPOConfig(label_smoothing=0.0)`` means eps = 0 (robust DPO with eps 0 is plain DPO),
+    not the loss function's default 0.1; ``None`` means the loss's own value; a value fixed
+    by ``register`` cannot be overridden silently."""
+    from dpolab import dpo
+
+    variants.register("robust")
+    zero = dpo.DPOConfig(loss_type="robust", label_smoothing=0.0)
+    assert zero.loss_options() == {"label_smoothing": 0.0}
+    assert zero.effective_label_smoothing() == 0.0
+    out, _, _ = losses.preference_loss(*logps, BETA, loss_type="robust", **zero.loss_options())
+    assert torch.allclose(out, losses.dpo_loss(*logps, BETA))
+    default = dpo.DPOConfig(loss_type="robust")
+    assert default.loss_options() == {} and default.effective_label_smoothing() == 0.1
+    fixed = variants.register("robust", label_smoothing=0.2)
+    assert dpo.DPOConfig(loss_type=fixed).effective_label_smoothing() == 0.2
+    with pytest.raises(ValueError, match="fixes label_smoothing=0.2"):
+        dpo.DPOConfig(loss_type=fixed, label_smoothing=0.3).loss_options()
+    assert dpo.DPOConfig().effective_label_smoothing() == 0.0  # sigmoid: plain DPO
+
+
+def test_dpop_adds_a_penalty_only_when_the_chosen_response_falls(logps):
+    pc, pr, rc, rr = logps
+    lam = 5.0
+    penalty = torch.clamp(rc - pc, min=0)
+    want = -F.logsigmoid(BETA * (h_of(pc, pr, rc, rr) - lam * penalty))
+    assert torch.allclose(variants.dpop_loss(*logps, BETA, lam=lam), want, atol=1e-12)
+    up = rc + 0.5  # every chosen response above the reference: DPOP is DPO
+    assert torch.allclose(variants.dpop_loss(up, pr, rc, rr, BETA),
+                          losses.dpo_loss(up, pr, rc, rr, BETA))
+    assert (variants.dpop_loss(*logps, BETA) >= losses.dpo_loss(*logps, BETA) - 1e-12).all()
+
+
+def test_rpo_is_dpo_plus_the_chosen_nll(logps):
+    pc, pr, rc, rr = logps
+    want = losses.dpo_loss(pc, pr, rc, rr, BETA) + 0.2 * (-pc)
+    assert torch.allclose(variants.rpo_loss(*logps, BETA, alpha=0.2), want, atol=1e-12)
+
+
+def test_apo_zero_formula_and_trl(logps):
+    pc, pr, rc, rr = logps
+    want = (1 - torch.sigmoid(BETA * (pc - rc))) + torch.sigmoid(BETA * (pr - rr))
+    assert torch.allclose(variants.apo_zero_loss(*logps, BETA), want, atol=1e-12)
+    src = _trl_source("trainer/dpo_trainer.py")
+    assert "losses_chosen = 1 - torch.sigmoid(self.beta * chosen_logratios)" in src
+    assert "losses_rejected = torch.sigmoid(self.beta * rejected_logratios)" in src
+    # unlike DPO, which sees only the margin, APO sees where each response went
+    assert torch.allclose(losses.dpo_loss(pc - 1, pr - 1, rc, rr, BETA),
+                          losses.dpo_loss(*logps, BETA))
+    assert not torch.allclose(variants.apo_zero_loss(pc - 1, pr - 1, rc, rr, BETA),
+                              variants.apo_zero_loss(*logps, BETA))
