@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dpolab import dpo
+from dpolab import model as models
 from dpolab.exercises import nb07 as ex
 from dpolab.solutions import nb07 as sol
 
@@ -187,6 +188,7 @@ def test_dpo_loop_matches_train_dpo():
 
     class Tok:
         pad_token_id = pad_id
+        bos_token_id = models.load(models.SFT)[1].bos_token_id
 
     theirs = dpo.train_dpo(theirs_model, Tok(), examples, ex.CHECK, ref_model=reference).train
     for a, b in zip(mine, theirs, strict=True):

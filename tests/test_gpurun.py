@@ -70,6 +70,8 @@ def test_hub_models_load_from_safetensors_without_remote_code(monkeypatch):
     def offline(real, kwargs):
         raise OSError("offline")
 
+    from dpolab import guards
+    monkeypatch.setattr(guards, "offline", lambda: False)  # reach from_pretrained, stubbed
     monkeypatch.setattr(models.AutoTokenizer, "from_pretrained",
                         recorder(models.AutoTokenizer, bundled_tokenizer))
     monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
