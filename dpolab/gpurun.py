@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import adapters, chat, dpo, evaluate, memory, throughput, world, worldprefs
+from . import adapters, chat, dpo, evaluate, memory, stats, throughput, world, worldprefs
 from . import model as models
 from .env import seed_everything
 from .pairs import TruncationReport, encode_pairs
@@ -416,6 +416,13 @@ def record_evals(history: dpo.History, before: Evaluation, after: Evaluation) ->
     history.eval = [{"step": 0, **before.scores, "kl": before.scores.get("kl", 0.0)},
                     {"step": len(history.train), **after.scores}]
     return history
+
+
+def paired(before: Evaluation, after: Evaluation, column: str = "total") -> stats.Estimate:
+    """World data: the paired change ``after - before`` of one gold column, with its 95%
+    interval (both evaluations sample the same prompts with the same seed)."""
+    return stats.paired_diff(evaluate.per_prompt(before.samples)[column],
+                             evaluate.per_prompt(after.samples)[column])
 
 
 def compare(before: Evaluation, after: Evaluation) -> pd.DataFrame:

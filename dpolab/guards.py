@@ -30,48 +30,29 @@ class InputError(ValueError):
 
 # --- arguments ---------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _argument(parse: Callable[[str], float], ok: Callable[[float], bool], expected: str,
+              unparsed: str) -> Callable[[str], float]:
+    """An argparse type: ``parse(text)``, refused unless ``ok``, with the expected form named
+    (``unparsed`` when the text is not a number at all)."""
+
+    def check(text: str) -> float:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {unparsed}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return check
 
 
-def natural_int(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0 (not nan, not inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """An argparse type: a finite number of at least 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+positive_int = _argument(int, lambda v: v >= 1, "a positive integer", "a positive integer")
+natural_int = _argument(int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0")
+positive_float = _argument(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0",
+                           "a positive number")
+nonnegative_float = _argument(float, lambda v: math.isfinite(v) and v >= 0,
+                              "a finite number >= 0", "a number >= 0")
 
 
 def positive(name: str, value: int) -> int:

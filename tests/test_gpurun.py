@@ -292,3 +292,15 @@ def test_a_t4_is_the_memory_cuda_reports_on_one():
     """15,110 MiB (CUDA's total_memory on a T4): 16 GB less ECC and the driver's share, what
     ``device_bytes`` returns there; a plan may fill HEADROOM of it."""
     assert 14.5 * memory.GIB < gpurun.T4_BYTES < 15 * memory.GIB
+
+
+def test_paired_change_of_two_world_evaluations():
+    """Before and after sample the same prompts with the same seed: their per-prompt gold
+    scores pair up, and the change comes with its interval."""
+    from dpolab import stats
+    m, tok = models.load(models.SFT)
+    prompts = world.World(0).prompts(32, "eval")
+    gens = evaluate.sample(m, tok, prompts, seed=0)
+    same = gpurun.Evaluation(evaluate.gold(gens), gens)
+    est = gpurun.paired(same, same)
+    assert (est.mean, est.lo, est.hi) == (0.0, 0.0, 0.0) and stats.verdict(est) == "within noise"
