@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"precision: {prec.name}: {prec.why}")
     fallback = note is not None
     model, tok, cfg, note2 = gpurun.load_model(cfg, device)
-    data, cfg, note3 = gpurun.load_data(cfg, tok)
+    data, cfg, note3 = gpurun.load_data(cfg, tok, model)
     fallback |= note2 is not None
     for n in (note, note2, note3):
         if n:
             print(f"\nNOTE: {n}")
-    flag = " [CPU FALLBACK: tiny model]" if fallback else ""
+    flag = f" [CPU FALLBACK: {Path(cfg.model).name}]" if fallback else ""
     model = gpurun.prepare_model(model, cfg)
     n_params = models.n_params(model)
     print(f"\nrun{flag}: {cfg.model}, {n_params:,} parameters, {data.kind} data, "
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if throughput.peak_flops(name, prec.name):
             time_est = throughput.estimate_time(plan, n_params, cfg.steps(len(data.examples)),
                                                 cfg.pairs_per_step, len(data.eval_prompts),
-                                                cfg.max_new_tokens, 2, name, prec.name)
+                                                cfg.max_new_tokens, gpurun.eval_passes(cfg),
+                                                name, prec.name,
+                                                samples=gpurun.model_samples(cfg))
             print(f"time estimate: {time_est}")
     if not fallback:
         t4_mem, t4_time = gpurun.t4_estimates(config)

@@ -41,8 +41,12 @@ class Annotator:
         self.temperature = temperature
         self.rng = random.Random(seed)
 
-    def label(self, prompt: str | Prompt, a: str, b: str) -> Label:
-        r_a, r_b = judge.score(prompt, a).total, judge.score(prompt, b).total
+    def label(self, prompt: str | Prompt, a: str, b: str,
+              finished: tuple[bool, bool] = (True, True)) -> Label:
+        """``finished``: whether each response ended (a sample cut at the token limit
+        scores 0, as the gold judge scores it)."""
+        r_a = judge.score(prompt, a, finished[0]).total
+        r_b = judge.score(prompt, b, finished[1]).total
         p_a = preference_probability(r_a, r_b, self.temperature)
         if self.rng.random() < p_a:
             return Label(a, b, p_a, r_a - r_b)

@@ -443,13 +443,16 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         # A step the loss scaler skipped (it found an inf and lowered the scale) made no
         # update, so the schedule waits too. The scale is the test: fused AdamW skips inside
         # its kernel, which Accelerate's optimizer_step_was_skipped does not see.
-        if scale is None or accelerator.scaler.get_scale() >= scale:
+        skipped = scale is not None and accelerator.scaler.get_scale() < scale
+        if not skipped:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         n = values[len(METRICS)]
         row = {"step": step + 1, **{m: v / n for m, v in zip(METRICS, values, strict=False)},
                "grad_norm": values[len(METRICS) + 1], "lr": lr}
+        if scale is not None:  # fp16: the loss scale this step ran at, and whether it was skipped
+            row |= {"loss_scale": scale, "skipped": float(skipped)}
         history.train.append(row)
         history.pairs_seen += int(n)
         bar.update()

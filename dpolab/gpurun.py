@@ -9,6 +9,14 @@ The steps, each a function the notebook calls in its own cell:
    failed download says what to do and falls back the same way.
 3. ``load_data``: world preference pairs (scored afterwards by the gold judge) or a subset
    of UltraFeedback binarized (held-out reward accuracy and margins).
+
+The recipe, the same on every model (``experiments/smollm2.py`` measures why): world pairs
+of a good demonstrator response against the model's own sample for the same prompt
+(``worldprefs.demo_vs_model_pairs``), and DPO with a small negative log-likelihood term on
+the chosen response (``variants.rpo_loss``, ``rpo_alpha``). A pretrained model that never
+saw this world learns nothing the gold judge can see from pairs of two demonstrator
+responses, both far from anything it would write; beside its own answer, and with the
+chosen answer's likelihood pulled up, it learns the world's refusals, formats and brevity.
 4. ``prepare_model``: gradient checkpointing, LoRA (peft, every linear layer of every
    block; the reference is the model with its adapters switched off).
 5. ``plan``: the inputs of the memory estimate (``memory.estimate``) and of the time
@@ -26,13 +34,26 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import adapters, chat, dpo, evaluate, memory, stats, throughput, world, worldprefs
+from . import (
+    adapters,
+    chat,
+    dpo,
+    evaluate,
+    judge,
+    memory,
+    stats,
+    throughput,
+    variants,
+    world,
+    worldprefs,
+)
 from . import model as models
 from .env import seed_everything
 from .pairs import TruncationReport, encode_pairs
@@ -69,8 +90,10 @@ class RunConfig:
     epochs: int = 1
     batch_size: int = 4  # pairs per micro-batch
     grad_accum: int = 4  # micro-batches per optimizer step
-    lr: float = 1e-4
+    lr: float = 5e-4
     beta: float = 0.1  # larger keeps the policy closer to the reference
+    rpo_alpha: float | None = 0.2  # NLL weight on the chosen response; None: plain DPO
+    pairs: str = "demo_vs_model"  # world pairs: "demo_vs_model" | "offpolicy" (two demos)
     warmup_steps: int = 10
     max_length: int = 256  # prompt + response tokens; longer responses are cut
     gradient_checkpointing: bool = False
@@ -82,6 +105,8 @@ class RunConfig:
     def __post_init__(self):
         if self.data not in ("world", "ultrafeedback"):
             raise ValueError(f"data must be 'world' or 'ultrafeedback', got {self.data!r}")
+        if self.pairs not in ("demo_vs_model", "offpolicy"):
+            raise ValueError(f"pairs must be 'demo_vs_model' or 'offpolicy', got {self.pairs!r}")
 
     @property
     def pairs_per_step(self) -> int:
@@ -93,6 +118,12 @@ class RunConfig:
         keeps no second model in memory and costs one forward pass over the data, the
         same as a frozen copy would cost in one epoch."""
         return "adapters" if self.lora_r is not None else "precomputed"
+
+    @property
+    def loss_type(self) -> str:
+        """``DPOConfig.loss_type``: RPO with ``rpo_alpha``, or DPO's sigmoid loss."""
+        return "sigmoid" if self.rpo_alpha is None else variants.register("rpo",
+                                                                          alpha=self.rpo_alpha)
 
     def steps(self, n_pairs: int | None = None) -> int:
         return self.epochs * ((n_pairs or self.n_pairs) // self.pairs_per_step)
@@ -106,7 +137,25 @@ CPU_FALLBACK = RunConfig(model=models.SFT, data="world", lora_r=None, n_pairs=10
                          max_new_tokens=48)
 
 
+# No GPU, SmolLM2-135M-Instruct installed offline (``python -m dpolab smollm2``): the same
+# recipe on the real model, 4 steps of 16 pairs, a few minutes on 2 CPU cores.
+# ``experiments/smollm2.py`` is the full run (32 steps, 256 held-out prompts).
+CPU_REAL = RunConfig(model=models.SMOLLM2, data="world", lora_r=16, n_pairs=64, n_eval=48,
+                     epochs=1, batch_size=8, grad_accum=2, warmup_steps=1, max_length=256,
+                     precision="fp32", max_new_tokens=48)
+
+
+def model_name(cfg: RunConfig) -> str:
+    """``cfg.model`` as a reader should see it: a local folder by its name, not its path."""
+    path = Path(cfg.model)
+    return f"{path.name} (local folder)" if path.is_dir() and cfg.model not in (
+        models.BASE, models.SFT) else cfg.model
+
+
 def _fallback(cfg: RunConfig) -> RunConfig:
+    """The CPU run: SmolLM2-135M offline where it is installed, else the tiny model."""
+    if models.smollm2_available():
+        return replace(CPU_REAL, model=str(models.smollm2()), seed=cfg.seed)
     return replace(CPU_FALLBACK, seed=cfg.seed)
 
 
@@ -117,14 +166,25 @@ def pick_device() -> torch.device:
 
 
 def resolve(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, str | None]:
-    """The configuration to run here and, when it is not ``cfg``, why."""
-    if device.type == "cuda" or cfg.model in (models.BASE, models.SFT):
+    """The configuration to run here and, when it is not ``cfg``, why: without a CUDA GPU,
+    a hub model gives way to SmolLM2-135M offline (``CPU_REAL``) or the tiny model."""
+    if device.type == "cuda" or cfg.model in (models.BASE, models.SFT) or \
+            Path(cfg.model).is_dir():  # a bundled model or a local folder runs as it is
         return cfg, None
-    return _fallback(cfg), (
-        f"No CUDA GPU here ({device.type}): this run uses the bundled tiny model "
-        f"({models.SFT}) on world data, full fine-tuning in fp32, sized to finish in about "
-        f"a minute. For {cfg.model}, run this notebook on a GPU (on Colab: Runtime > Change "
-        f"runtime type > T4 GPU, then run all cells again).")
+    fallback = _fallback(cfg)
+    gpu = (f"For {cfg.model}, run this notebook on a GPU (on Colab: Runtime > Change runtime "
+           f"type > T4 GPU, then run all cells again).")
+    if fallback.model != models.SFT:
+        return fallback, (
+            f"No CUDA GPU here ({device.type}): this run uses {models.SMOLLM2}, installed "
+            f"offline (`python -m dpolab smollm2`), with the same recipe: LoRA rank "
+            f"{fallback.lora_r}, fp32, {fallback.steps()} steps of {fallback.pairs_per_step} "
+            f"pairs, a few minutes on two CPU cores. The full CPU run of this recipe "
+            f"(experiments/smollm2.py) is shown after it. {gpu}")
+    return fallback, (
+        f"No CUDA GPU here ({device.type}), and {models.SMOLLM2} is not installed "
+        f"(`{models.SMOLLM2_INSTALL}`): this run uses the bundled tiny model ({models.SFT}) "
+        f"on world data, full fine-tuning in fp32, sized to finish in about a minute. {gpu}")
 
 
 def load_model(cfg: RunConfig, device: torch.device,
@@ -143,8 +203,11 @@ def load_model(cfg: RunConfig, device: torch.device,
                 f"sometimes slow), check the model id in the configuration cell, or, on a "
                 f"machine without internet, download it where there is one "
                 f"(`hf download {cfg.model}`), copy the cache over and set "
-                f"HF_HUB_OFFLINE=1.\nFalling back to the bundled tiny model on world data.")
+                f"HF_HUB_OFFLINE=1.\n")
         fallback = _fallback(cfg)
+        note += ("Falling back to the bundled tiny model on world data." if
+                 fallback.model == models.SFT else
+                 f"Falling back to {models.SMOLLM2}, installed offline, on world data.")
         model, tok = models.load(fallback.model, dtype=torch.float32, device=device)
         return model, tok, fallback, note
 
@@ -160,6 +223,8 @@ class Data:
     report: TruncationReport
     eval_prompts: list  # world.Prompt (world) or prompt texts (ultrafeedback)
     eval_examples: list[dict] = field(default_factory=list)  # held-out pairs (ultrafeedback)
+    rows: list[dict] = field(default_factory=list)  # the world pairs as text, gold scores
+    skipped: dict[str, int] = field(default_factory=dict)  # draws skipped building them
 
     @property
     def seq_len(self) -> int:
@@ -169,10 +234,22 @@ class Data:
                    for e in self.examples)
 
 
-def world_rows(cfg: RunConfig) -> tuple[list[dict], list[world.Prompt]]:
-    rows = worldprefs.offpolicy_pairs(cfg.n_pairs, seed=cfg.seed, temperature=cfg.label_noise,
-                                      families=world.ALIGNMENT_FAMILIES)
-    return list(rows), world.World(cfg.seed).prompts(cfg.n_eval, "eval")
+def world_rows(cfg: RunConfig, model: PreTrainedModel | None = None,
+               tokenizer: PreTrainedTokenizerBase | None = None,
+               ) -> tuple[worldprefs.Pairs, list[world.Prompt]]:
+    """Training pairs (``cfg.pairs``; ``"demo_vs_model"`` samples ``model``) and held-out
+    prompts of the four alignment families."""
+    if cfg.pairs == "demo_vs_model":
+        if model is None or tokenizer is None:
+            raise ValueError("pairs='demo_vs_model' samples the model: pass model and tokenizer")
+        rows = worldprefs.demo_vs_model_pairs(model, tokenizer, cfg.n_pairs, seed=cfg.seed,
+                                              temperature=cfg.label_noise,
+                                              max_new_tokens=cfg.max_new_tokens)
+    else:
+        rows = worldprefs.offpolicy_pairs(cfg.n_pairs, seed=cfg.seed,
+                                          temperature=cfg.label_noise,
+                                          families=world.ALIGNMENT_FAMILIES)
+    return rows, world.World(cfg.seed).prompts(cfg.n_eval, "eval")
 
 
 def ultrafeedback_rows(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -188,10 +265,11 @@ def ultrafeedback_rows(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
 
 
 def load_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase,
-              ) -> tuple[Data, RunConfig, str | None]:
+              model: PreTrainedModel | None = None) -> tuple[Data, RunConfig, str | None]:
     """The run's pairs, tokenized and cut to ``max_length`` (what was cut is in
     ``Data.report``), the configuration and, if UltraFeedback could not be fetched, why
-    world data is used instead."""
+    world data is used instead. World pairs of ``cfg.pairs="demo_vs_model"`` sample
+    ``model`` (before LoRA or training changes it)."""
     note = None
     if cfg.data == "ultrafeedback":
         try:
@@ -207,9 +285,10 @@ def load_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase,
             eval_examples, _ = encode_pairs(tokenizer, held_out, max_length=cfg.max_length)
             return Data("ultrafeedback", examples, report, [r["prompt"] for r in held_out],
                         eval_examples), cfg, None
-    rows, prompts = world_rows(cfg)
+    rows, prompts = world_rows(cfg, model, tokenizer)
     examples, report = encode_pairs(tokenizer, rows, max_length=cfg.max_length)
-    return Data("world", examples, report, prompts), cfg, note
+    return Data("world", examples, report, prompts, rows=list(rows),
+                skipped=dict(rows.skipped)), cfg, note
 
 
 # --- model, plan ------------------------------------------------------------------------------
@@ -225,15 +304,66 @@ def prepare_model(model: PreTrainedModel, cfg: RunConfig) -> PreTrainedModel:
         model.config.use_cache = False
     if cfg.lora_r is None:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = lora_config(cfg.lora_r)
     with warnings.catch_warnings():
         # peft reads a checkpointing property that transformers 5 renamed (FutureWarning).
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
                                 category=FutureWarning)
         return get_peft_model(model, lora)
+
+
+def lora_config(r: int):
+    """peft's ``LoraConfig`` of the run: rank ``r`` on every linear layer of every block
+    (not the output layer), scaled by ``lora_alpha / r = 2``, no dropout (DPO's log-ratios
+    must be deterministic: the policy and its adapters-off reference see the same model)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """One way to train, measured on a few steps: what it trains, how fast, how much memory."""
+
+    name: str
+    trainable: int
+    seconds_per_step: float  # the mean of the steps after the first (warm-up)
+    peak_bytes: int
+
+    def row(self) -> dict[str, object]:
+        return {"trainable parameters": f"{self.trainable:,}",
+                "seconds per step": round(self.seconds_per_step, 2),
+                "peak memory GiB": round(self.peak_bytes / memory.GIB, 3)}
+
+
+def lora_vs_full(cfg: RunConfig, tok: PreTrainedTokenizerBase, data: Data, prec: Precision,
+                 device: torch.device, steps: int = 3) -> pd.DataFrame:
+    """LoRA of rank ``cfg.lora_r or 16`` against full fine-tuning of a fresh ``cfg.model``,
+    each for ``steps`` optimizer steps of one micro-batch on ``data`` (LoRA's reference: the
+    adapters off; full fine-tuning's: precomputed, so no second model in memory), with
+    peak memory as ``train`` measures it."""
+    out = []
+    for lora_r in (cfg.lora_r or 16, None):
+        run = replace(cfg, lora_r=lora_r, grad_accum=1)
+        model, _ = models.load(cfg.model, dtype=torch.float32, device=device)
+        model = prepare_model(model, run)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        dcfg = replace(dpo_config(run, prec), steps=steps, warmup_steps=0)
+        stamps: list[float] = []
+
+        def fit(model=model, dcfg=dcfg, stamps=stamps) -> dpo.History:
+            stamps.append(time.perf_counter())
+            return dpo.train_dpo(model, tok, data.examples, dcfg,
+                                 callback=lambda step, h: stamps.append(time.perf_counter()))
+        _, peak = memory.measured_peak(fit, model)
+        per_step = (stamps[-1] - stamps[1]) / (len(stamps) - 2)
+        out.append(Footprint(f"LoRA rank {lora_r}" if lora_r else "full fine-tuning",
+                             trainable, per_step, peak))
+        del model
+    return pd.DataFrame({f.name: f.row() for f in out}).T
 
 
 def model_config(name: str) -> dict | PretrainedConfig:
@@ -263,13 +393,26 @@ T4_BYTES = 15110 * 2**20
 
 def t4_estimates(cfg: RunConfig) -> tuple[memory.Estimate, throughput.TimeEstimate]:
     """Memory and time of hub model ``cfg.model`` on a free Colab T4 (fp16 with loss
-    scaling), by the estimates, with every row at ``max_length`` tokens (the worst case)."""
+    scaling), by the estimates, with every row at ``max_length`` tokens (the worst case).
+    The time counts every sampling pass: the model's half of its pairs (world data), and
+    before and after training, greedy and at temperature 1 (``EVAL_PASSES``)."""
     p = plan(cfg, None, cfg.max_length, mixed_precision=True)
     n = p.shape.n_params()
     time_est = throughput.estimate_time(p, n, cfg.steps(), cfg.pairs_per_step, cfg.n_eval,
-                                        cfg.max_new_tokens, evaluations=2, gpu="T4",
-                                        dtype="fp16")
+                                        cfg.max_new_tokens, evaluations=eval_passes(cfg),
+                                        gpu="T4", dtype="fp16", samples=model_samples(cfg))
     return memory.estimate(p), time_est
+
+
+def eval_passes(cfg: RunConfig) -> int:
+    """Sampling passes over the held-out prompts in a run: before and after training,
+    greedy and at temperature 1 on world data; a few greedy prompts on UltraFeedback."""
+    return 4 if cfg.data == "world" else 2
+
+
+def model_samples(cfg: RunConfig) -> int:
+    """Responses the model samples to build its training pairs."""
+    return cfg.n_pairs if cfg.data == "world" and cfg.pairs == "demo_vs_model" else 0
 
 
 def reference_for_eval(cfg: RunConfig, model: PreTrainedModel) -> PreTrainedModel | str:
@@ -295,7 +438,8 @@ class Evaluation:
     """One model's numbers on the held-out set, and its samples for a side-by-side."""
 
     scores: dict[str, float]
-    samples: list[evaluate.Generation]
+    samples: list[evaluate.Generation]  # greedy: what the gold scores and side-by-side read
+    sampled: list[evaluate.Generation] = field(default_factory=list)  # temperature 1 (world)
     pair_logps: torch.Tensor | None = None  # (N, 2) held-out chosen/rejected (ultrafeedback)
 
 
@@ -381,25 +525,28 @@ def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dat
                  before: Evaluation | None = None) -> Evaluation:
     """Held-out numbers of ``model``.
 
-    World data: the gold judge's mean scores of samples (temperature 1) on held-out
-    prompts, and the sampled KL to the reference (``reference``: a model, ``"adapters"``
-    for the LoRA model with its adapters off, or None). UltraFeedback: on held-out pairs,
-    how often the model gives the chosen response the higher log-prob, and, with
-    ``before`` (the evaluation of the reference), DPO's implicit reward accuracy and mean
+    World data: the gold judge's mean scores of greedy responses on held-out prompts (one
+    readable answer per prompt, as a user would get it), the gold total of samples at
+    temperature 1 (``sampled total``), and from those samples the KL to the reference
+    (``reference``: a model, ``"adapters"`` for the LoRA model with its adapters off, or
+    None): a Monte Carlo KL needs samples of the policy's own distribution. UltraFeedback:
+    on held-out pairs, how often the model gives the chosen response the higher log-prob,
+    and, with ``before`` (the evaluation of the reference), DPO's implicit reward accuracy and mean
     margin ``beta * h``; greedy samples on a few prompts for a side-by-side. Batches are
     sized to the memory left (``eval_plan``), and running out of it says so."""
     pad = tok.pad_token_id
     adapters_off = reference == "adapters"
     ev = eval_plan(model, tok, data, cfg, prec)
     if data.kind == "world":
+        greedy = _sample(model, tok, data.eval_prompts, cfg, prec, ev, temperature=0)
         gens = _sample(model, tok, data.eval_prompts, cfg, prec, ev)
-        scores = evaluate.gold(gens)
+        scores = {**evaluate.gold(greedy), "sampled total": evaluate.gold(gens)["total"]}
         if reference is not None:
             ref = _response_logps(model, gens, pad, True, prec, ev) if adapters_off else \
                 _response_logps(reference, gens, pad, False, prec, ev)
             policy = _response_logps(model, gens, pad, False, prec, ev)
             scores["kl"] = (policy - ref).mean().item()
-        return Evaluation(scores, gens)
+        return Evaluation(scores, greedy, gens)
     logps = _pair_logps(model, data.eval_examples, pad, prec, ev)
     scores = {"logp accuracy": (logps[:, 0] > logps[:, 1]).float().mean().item()}
     if before is not None:
@@ -407,7 +554,7 @@ def evaluate_run(model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dat
         scores["reward accuracy"] = (h > 0).float().mean().item()
         scores["reward margin"] = (cfg.beta * h).mean().item()
     gens = _sample(model, tok, data.eval_prompts[:4], cfg, prec, ev, temperature=0)
-    return Evaluation(scores, gens, logps)
+    return Evaluation(scores, gens, pair_logps=logps)
 
 
 def record_evals(history: dpo.History, before: Evaluation, after: Evaluation) -> dpo.History:
@@ -418,11 +565,14 @@ def record_evals(history: dpo.History, before: Evaluation, after: Evaluation) ->
     return history
 
 
-def paired(before: Evaluation, after: Evaluation, column: str = "total") -> stats.Estimate:
-    """World data: the paired change ``after - before`` of one gold column, with its 95%
-    interval (both evaluations sample the same prompts with the same seed)."""
-    return stats.paired_diff(evaluate.per_prompt(before.samples)[column],
-                             evaluate.per_prompt(after.samples)[column])
+def paired(before: Evaluation, after: Evaluation, column: str = "total",
+           sampled: bool = False) -> stats.Estimate:
+    """World data: the paired change ``after - before`` of one gold column over the same
+    held-out prompts, with its 95% interval: of the greedy responses, or with ``sampled``
+    of the samples at temperature 1 (the same sampling seed before and after)."""
+    which = "sampled" if sampled else "samples"
+    return stats.paired_diff(evaluate.per_prompt(getattr(before, which))[column],
+                             evaluate.per_prompt(getattr(after, which))[column])
 
 
 def compare(before: Evaluation, after: Evaluation) -> pd.DataFrame:
@@ -430,10 +580,17 @@ def compare(before: Evaluation, after: Evaluation) -> pd.DataFrame:
 
 
 def side_by_side(before: Evaluation, after: Evaluation, n: int = 4) -> pd.DataFrame:
-    """The first ``n`` held-out prompts with the response before and after training."""
-    return pd.DataFrame([{"prompt": b.prompt, "before": b.response + ("" if b.finished else " …"),
-                          "after": a.response + ("" if a.finished else " …")}
-                         for b, a in zip(before.samples[:n], after.samples[:n], strict=True)])
+    """The first ``n`` held-out prompts with the greedy response before and after training
+    (`` …``: cut at the token limit) and, for world prompts, each one's gold total."""
+    rows = []
+    for b, a in zip(before.samples[:n], after.samples[:n], strict=True):
+        row = {"prompt": b.prompt, "before": b.response + ("" if b.finished else " …"),
+               "after": a.response + ("" if a.finished else " …")}
+        if before.sampled:  # world data: the gold judge reads the prompt
+            row["gold before"] = judge.score(b.prompt, b.response, b.finished).total
+            row["gold after"] = judge.score(a.prompt, a.response, a.finished).total
+        rows.append(row)
+    return pd.DataFrame(rows).round(2)
 
 
 # --- training --------------------------------------------------------------------------------
@@ -474,7 +631,8 @@ class TrainResult:
 
 
 def dpo_config(cfg: RunConfig, prec: Precision) -> dpo.DPOConfig:
-    return dpo.DPOConfig(beta=cfg.beta, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+    return dpo.DPOConfig(beta=cfg.beta, loss_type=cfg.loss_type, lr=cfg.lr, epochs=cfg.epochs,
+                         batch_size=cfg.batch_size,
                          grad_accum=cfg.grad_accum, warmup_steps=cfg.warmup_steps,
                          reference=cfg.reference, max_length=cfg.max_length,
                          mixed_precision=prec.name if prec.autocast_dtype else "no",

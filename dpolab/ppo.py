@@ -345,6 +345,8 @@ class PPOHistory:
     samples: list[list[tuple[str, str, float, float]]] = field(default_factory=list)
     reward_stats: tuple[float, float] = (0.0, 1.0)
     seconds: float = 0.0
+    # per evaluation, per held-out prompt: gold total, learned reward and KL (paired intervals)
+    eval_scores: list[dict[str, list[float]]] = field(default_factory=list)
 
     def frame(self, which: str = "train") -> pd.DataFrame:
         return pd.DataFrame(getattr(self, which)).set_index("update")
@@ -383,17 +385,21 @@ class PPOHistory:
 def evaluate_policy(policy: PreTrainedModel, reference: PreTrainedModel,
                     reward_model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
                     prompts: list[Prompt], max_new_tokens: int = 48, seed: int = 0,
-                    ) -> dict[str, float]:
+                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Held-out gold scores per axis, the sampled KL to the reference (nats per response)
-    and the learned reward of the same samples."""
+    and the learned reward of the same samples: the means, and the gold total and learned
+    reward per prompt."""
     result = evaluate.evaluate(policy, tokenizer, prompts, reference, max_new_tokens, seed)
     row = {**result.scores, "kl": result.kl}
+    per_prompt = {"total": result.per_prompt()["total"].tolist()}
     if reward_model is not None:
         device = next(reward_model.parameters()).device
         batch = generations_batch(result.generations, tokenizer, device)
         with torch.no_grad():
-            row["learned"] = sequence_scores(reward_model, batch).mean().item()
-    return row
+            learned = sequence_scores(reward_model, batch)
+        row["learned"] = learned.mean().item()
+        per_prompt["learned"] = learned.tolist()
+    return row, per_prompt
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -449,9 +455,11 @@ def train_ppo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
     def run_eval(update: int) -> None:
         if eval_prompts is not None:
-            row = evaluate_policy(accelerator.unwrap_model(policy), reference, reward_model,
-                                  tokenizer, eval_prompts, cfg.max_new_tokens, cfg.seed)
+            row, per_prompt = evaluate_policy(accelerator.unwrap_model(policy), reference,
+                                              reward_model, tokenizer, eval_prompts,
+                                              cfg.max_new_tokens, cfg.seed)
             history.eval.append({"update": update, **row})
+            history.eval_scores.append(per_prompt)
 
     run_eval(0)
     start = time.perf_counter()

@@ -89,9 +89,10 @@ class TimeEstimate:
 def estimate_time(plan: Plan, n_params: int, steps: int, pairs_per_step: int,
                   eval_prompts: int, max_new_tokens: int, evaluations: int, gpu: str,
                   dtype: str, mfu_assumed: float = ASSUMED_MFU,
-                  eval_batch: int = 64) -> TimeEstimate:
+                  eval_batch: int = 64, samples: int = 0) -> TimeEstimate:
     """How long ``steps`` optimizer steps of ``plan`` take on ``gpu`` (a name in ``GPUS``),
-    with ``evaluations`` rounds of sampling ``max_new_tokens`` on ``eval_prompts`` prompts.
+    with ``evaluations`` rounds of sampling ``max_new_tokens`` on ``eval_prompts`` prompts
+    and ``samples`` more responses sampled (the model's side of its training pairs).
 
     Token positions are ``2 x pairs x seq_len`` (padded rows cost compute too), so this
     errs high when pairs are shorter than the longest. Generation is bound by reading the
@@ -106,7 +107,8 @@ def estimate_time(plan: Plan, n_params: int, steps: int, pairs_per_step: int,
     train = tokens * flops_per_token(plan, n_params) / rate
     precompute = tokens * 2 * n_params / rate if plan.reference == "precomputed" else 0.0
     step_s = max(2 * n_params / (entry[2] * 1e9), DECODE_STEP_FLOOR_S)
-    generate = evaluations * math.ceil(eval_prompts / eval_batch) * max_new_tokens * step_s
+    batches = evaluations * math.ceil(eval_prompts / eval_batch) + math.ceil(samples / eval_batch)
+    generate = batches * max_new_tokens * step_s
     inputs = {"gpu": entry[0], "dtype": dtype, "peak TFLOPS": entry[1][dtype],
               "assumed MFU": mfu_assumed, "params": n_params, "steps": steps,
               "pairs/step": pairs_per_step, "seq_len": plan.seq_len,

@@ -1,12 +1,19 @@
 """World preference datasets, and audits of any preference data against the gold judge.
 
-Two kinds of pairs, both labelled by simulated annotators (``annotators.Annotator``:
+Three kinds of pairs, all labelled by simulated annotators (``annotators.Annotator``:
 Bradley–Terry on the gold scores, ``temperature`` sets the noise):
 
 - **off-policy**: two demonstrator responses to the same prompt. Cheap and varied, but
   written by someone other than the model being trained.
 - **on-policy**: two samples from the model itself (the SFT model) for the same prompt,
   the data DPO's derivation assumes (Rafailov et al. 2023, section 4).
+- **demonstrator against model**: a good demonstrator response (``GOOD``: no flaws) and
+  one sample of the model for the same prompt. A pretrained model that never saw this
+  world writes responses unlike any demonstrator's; this pair shows it the world's
+  answer beside its own (the idea of Chen et al. 2024, "Self-Play Fine-Tuning", SPIN:
+  human data as chosen, the model's generation as rejected). Samples cut at the token
+  limit stay in: as the gold judge scores them (0), they are the rambling the model must
+  unlearn.
 
 Pairs come from training prompts by default; ``split="eval"`` draws held-out prompts,
 whose texts the world keeps disjoint from training ones. Identical responses carry no
@@ -29,7 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import evaluate, judge, world
 from .annotators import Annotator
-from .demonstrator import SFT_MIXTURE, Demonstrator, Mixture
+from .demonstrator import GOOD, SFT_MIXTURE, Demonstrator, Mixture
 
 
 class Pairs(list):
@@ -40,8 +47,9 @@ class Pairs(list):
         self.skipped = Counter() if skipped is None else skipped
 
 
-def _row(prompt: world.Prompt, label, annotator_temperature: float, source: str) -> dict:
-    gold_chosen = judge.score(prompt, label.chosen).total
+def _row(prompt: world.Prompt, label, annotator_temperature: float, source: str,
+         chosen_finished: bool = True) -> dict:
+    gold_chosen = judge.score(prompt, label.chosen, chosen_finished).total
     return {"prompt": prompt.text, "chosen": label.chosen, "rejected": label.rejected,
             "family": prompt.task.family, "kind": prompt.task.kind,
             "gold_chosen": round(gold_chosen, 4),
@@ -103,6 +111,43 @@ def onpolicy_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n
             else:
                 out.append(_row(prompt, annotator.label(prompt, a.response, b.response),
                                 temperature, "model"))
+    return _enough(out, n)
+
+
+def demo_vs_model_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n: int,
+                        seed: int = 0, temperature: float = 0.1, split: str = "train",
+                        families: tuple[str, ...] = world.ALIGNMENT_FAMILIES,
+                        max_new_tokens: int = 48, mixture: Mixture = GOOD,
+                        batch_size: int = 64) -> Pairs:
+    """``n`` pairs of a demonstrator response (``mixture``) and one sample of ``model``
+    (temperature 1) per prompt, labelled with annotator noise ``temperature``; a sample
+    identical to the demonstrator's, or empty, is skipped and counted."""
+    _check_count(n)
+    demo = Demonstrator(mixture, seed=seed)
+    annotator = Annotator(temperature, seed=seed)
+    stream = itertools.islice(world.World(seed).iter_prompts(split, families), max_draws(n))
+    out = Pairs()
+    for round_ in itertools.count():
+        needed = n - len(out)
+        prompts = list(itertools.islice(stream, min(batch_size, needed + needed // 8 + 2)))
+        if needed == 0 or not prompts:
+            break
+        gens = evaluate.sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, seed=seed * 1000 + round_)
+        for prompt, gen in zip(prompts, gens, strict=True):
+            good = demo.respond(prompt)
+            if len(out) == n:
+                break
+            if not gen.response.strip():
+                out.skipped["empty"] += 1
+            elif gen.response.strip() == good:
+                out.skipped["identical"] += 1
+            else:
+                label = annotator.label(prompt, good, gen.response, (True, gen.finished))
+                model_chosen = label.chosen is gen.response
+                out.append(_row(prompt, label, temperature, "demonstrator vs model",
+                                gen.finished or not model_chosen)
+                           | {"model_finished": gen.finished, "model_chosen": model_chosen})
     return _enough(out, n)
 
 

@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
 
-def setup(description: str, tasks: tuple[str, ...] = ()) -> argparse.Namespace:
-    """Parse ``--quick``/``--out`` and pin torch to one thread (two threads on a shared
-    2-core machine are many times slower than one)."""
+def setup(description: str, tasks: tuple[str, ...] = (), threads: int = 1) -> argparse.Namespace:
+    """Parse ``--quick``/``--out`` and pin torch to ``threads`` threads (the tiny model: one;
+    two threads on a shared 2-core machine are many times slower than one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for CSV and PNG")

