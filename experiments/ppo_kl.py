@@ -13,7 +13,8 @@ and prompts (``stats.paired_diff``).
 Writes ``ppo_kl.csv`` (one row per evaluation: means, KL) and ``ppo_kl_scores.csv`` (per
 prompt: gold total and learned reward), and ``ppo_kl_runs.csv`` (CPU seconds per run).
 Two processes, one per core: ``--kl-coef`` runs one coefficient and writes
-``ppo_kl_<coef>*.csv``; without it, both, one after the other.
+``ppo_kl_<coef>*.csv``, and ``--merge`` then joins those into the three files; without
+either, both coefficients run one after the other.
 """
 
 from __future__ import annotations
@@ -27,15 +28,34 @@ from experiments.common import machine, setup
 
 SEEDS = (0, 1, 2)
 HACKING_KL = 0.002
+FILES = ("", "_scores", "_runs")
+
+
+def merge(out) -> None:
+    """Join the ``--kl-coef`` runs' files into ``ppo_kl.csv``, ``_scores`` and ``_runs``."""
+    for part in FILES:
+        paths = sorted(out.glob(f"ppo_kl_[0-9]*{part}.csv"))
+        paths = [p for p in paths if p.stem.count("_") == 2 + bool(part)]
+        pd.concat([pd.read_csv(p) for p in paths]).to_csv(out / f"ppo_kl{part}.csv",
+                                                          index=False)
+        for p in paths:
+            p.unlink()
 
 
 def main() -> None:
+    command = " ".join(sys.argv[1:])
     kl_arg = None
     if "--kl-coef" in sys.argv:
         at = sys.argv.index("--kl-coef")
         kl_arg = float(sys.argv[at + 1])
         del sys.argv[at:at + 2]
+    merging = "--merge" in sys.argv
+    if merging:
+        sys.argv.remove("--merge")
     args = setup(__doc__.splitlines()[0])
+    if merging:
+        merge(args.out)
+        return
     from dpolab import model, ppo, world
     from dpolab import reward_model as RM
 
@@ -72,7 +92,7 @@ def main() -> None:
     pd.DataFrame(rows).round(5).to_csv(args.out / f"ppo_kl{suffix}.csv", index=False)
     pd.DataFrame(scores).round(4).to_csv(args.out / f"ppo_kl{suffix}_scores.csv", index=False)
     log.append({"kl_coef": None, "seed": None, "cpu_seconds": None,
-                "note": f"python -m experiments.ppo_kl {' '.join(sys.argv[1:])}; {machine()}"})
+                "note": f"python -m experiments.ppo_kl {command}; {machine()}"})
     pd.DataFrame(log).to_csv(args.out / f"ppo_kl{suffix}_runs.csv", index=False)
 
 
