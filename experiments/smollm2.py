@@ -94,12 +94,7 @@ def main() -> None:
     if args.quick:
         cfg = replace(cfg, n_pairs=16, n_eval=8, max_new_tokens=16)
     seconds: dict[str, float] = {}
-
-    def fresh():
-        model, tok = models.load(cfg.model)
-        return model, tok
-
-    model, tok = fresh()
+    model, tok = models.load(cfg.model)
     t = time.perf_counter()
     data, _, _ = gpurun.load_data(cfg, tok, model)
     seconds["pairs"] = time.perf_counter() - t
@@ -118,7 +113,7 @@ def main() -> None:
     for i, (arm, alpha) in enumerate(ARMS.items()):
         arm_cfg = replace(cfg, rpo_alpha=alpha)
         if i:
-            model = gpurun.prepare_model(fresh()[0], arm_cfg)
+            model = gpurun.prepare_model(models.load(cfg.model)[0], arm_cfg)
         frames.append(scores_frame(before, arm, "before"))
         t = time.perf_counter()
         history = dpo.train_dpo(model, tok, data.examples, gpurun.dpo_config(arm_cfg, prec))
