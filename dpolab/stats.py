@@ -1,11 +1,15 @@
 """Uncertainty for every number the course reports, and the one function that turns a
 result into words.
 
-- ``mean_ci``: a mean of per-prompt scores with its standard error and 95% interval.
+- ``mean_ci``: a mean with its standard error and 95% t interval.
 - ``paired_diff``: the difference between two models scored on the *same* prompts with the
   same sampling seeds. Pairing cancels the prompt-to-prompt spread both share, so its
   interval is much narrower than the two single intervals suggest. The interval is a
   percentile bootstrap over prompts and, when several seeds are given, over seeds too.
+- ``std_diff``: the difference between two methods' seed-to-seed spreads, with a bootstrap
+  interval over seeds (stability, measured).
+- ``prompts_needed``: how many evaluation prompts a paired comparison needs to decide a
+  difference of a given size, from the spread measured in a pilot.
 - ``verdict`` / ``describe``: prose may say "improved" (or "ahead", "holds") only when the
   interval excludes zero; otherwise it says "within noise".
 """
@@ -15,10 +19,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 Z95 = 1.959964
+# Student's t, 97.5th percentile, for 1..30 degrees of freedom (any statistics table)
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t95(df: int) -> float:
+    """The multiplier of a 95% interval of a mean of ``df + 1`` numbers: Student's t quantile
+    (a mean of three seeds needs 4.30 standard errors, not 1.96). Beyond 30 degrees of
+    freedom, its expansion around the normal quantile (Abramowitz & Stegun 26.7.5)."""
+    if df < 1:
+        raise ValueError(f"an interval needs at least one degree of freedom, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = Z95
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
 
 
 @dataclass(frozen=True)
@@ -40,8 +62,8 @@ class Estimate:
         return f"{self.mean:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
 
     def pm(self, digits: int = 3) -> str:
-        """``mean ± 1.96 se`` for a table cell."""
-        return f"{self.mean:.{digits}f} ± {Z95 * self.se:.{digits}f}"
+        """``mean ± half the interval's width`` for a table cell."""
+        return f"{self.mean:.{digits}f} ± {(self.hi - self.lo) / 2:.{digits}f}"
 
 
 def _clean(x: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -50,13 +72,17 @@ def _clean(x: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def mean_ci(x: Sequence[float] | np.ndarray) -> Estimate:
-    """Mean of ``x`` (NaNs, axes that do not apply, left out) with a normal 95% interval."""
+    """Mean of ``x`` (NaNs, axes that do not apply, left out) with a 95% t interval (the
+    normal one, for many numbers; much wider for a handful of seeds)."""
     a = _clean(x)
     if a.size == 0:
         raise ValueError("mean_ci needs at least one number that is not NaN")
-    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.inf
     m = float(a.mean())
-    return Estimate(m, se, m - Z95 * se, m + Z95 * se, int(a.size))
+    if a.size == 1:
+        return Estimate(m, math.inf, -math.inf, math.inf, 1)
+    se = float(a.std(ddof=1) / math.sqrt(a.size))
+    half = t95(a.size - 1) * se
+    return Estimate(m, se, m - half, m + half, int(a.size))
 
 
 def paired_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
@@ -84,6 +110,54 @@ def paired_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
     m = float(d.mean())
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return Estimate(m, float(boots.std(ddof=1)), float(lo), float(hi), int(d.size))
+
+
+def std_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+             n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """``std(a) - std(b)`` for two independent sets of per-seed results (one number per
+    training seed), with a 95% percentile interval from resampling each set's seeds. With
+    three seeds a side the interval is wide: that is the honest answer."""
+    a, b = _clean(a), _clean(b)
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"a spread needs at least two seeds a side, got {a.size} and {b.size}")
+    rng = np.random.default_rng(seed)
+    ra = a[rng.integers(0, a.size, size=(n_boot, a.size))].std(axis=1, ddof=1)
+    rb = b[rng.integers(0, b.size, size=(n_boot, b.size))].std(axis=1, ddof=1)
+    boots = ra - rb
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    d = float(a.std(ddof=1) - b.std(ddof=1))
+    return Estimate(d, float(boots.std(ddof=1)), float(lo), float(hi), int(a.size + b.size))
+
+
+def prompts_needed(d: Sequence[float] | np.ndarray, effect: float | None = None,
+                   power: float = 0.8) -> float:
+    """Evaluation prompts a paired comparison needs so that its 95% interval excludes zero
+    with probability ``power`` when the true difference is ``effect`` (default: the mean of
+    ``d``): ``n = ((z_0.975 + z_power) sd / effect)^2``, the usual normal approximation.
+
+    ``d`` holds a pilot's per-prompt differences, shape ``(prompts,)`` or ``(seeds,
+    prompts)``. With seeds, the spread between seeds' means that more prompts cannot remove
+    is estimated apart (its variance less what the prompts explain); if it alone keeps the
+    interval too wide, no number of prompts is enough and the answer is ``inf``: more seeds
+    are."""
+    d = np.atleast_2d(np.asarray(d, dtype=float))
+    d = d[:, ~np.isnan(d).any(axis=0)]
+    seeds, prompts = d.shape
+    if prompts < 2:
+        raise ValueError("sizing needs a pilot with at least two prompts")
+    effect = abs(float(d.mean()) if effect is None else effect)
+    if not 0.5 <= power < 1:
+        raise ValueError(f"power must be in [0.5, 1), got {power}")
+    if effect == 0:
+        return math.inf
+    within = float(d.var(axis=1, ddof=1).mean())  # sampling and prompt-to-prompt spread
+    between = max(float(d.mean(axis=1).var(ddof=1)) - within / prompts, 0.0) if seeds > 1 \
+        else 0.0
+    z = Z95 + NormalDist().inv_cdf(power)
+    budget = (effect / z) ** 2 - between / seeds  # the variance the prompts may still add
+    if budget <= 0:
+        return math.inf
+    return float(math.ceil(within / (seeds * budget)))
 
 
 def verdict(est: Estimate, up: str = "improved", down: str = "fell",

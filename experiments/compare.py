@@ -1,11 +1,8 @@
-"""DPO against RLHF with PPO, the comparison table measured.
+"""DPO against RLHF with PPO: what the two pipelines hold, counted and measured.
 
-Pipeline stages, models in memory, memory (model state per parameter, and the peak
-resident memory of a short run of each, measured in its own process, 32 sequences per
-gradient step in both), wall time to a
-given gold reward, the hyperparameters swept and how much they moved the gold reward,
-seed-to-seed spread and final gold reward. Reads ``frontier.csv`` and ``sweeps.csv``
-(run those first), so it costs only the two short memory runs.
+Pipeline stages, models in memory, model state per parameter, and the peak resident memory
+of a short run of each, measured in its own process with 32 sequences per gradient step in
+both. Gold reward, KL and training time are compared fairly in ``experiments.matched``.
 
     python -m experiments.compare [--quick] [--out DIR]
 
@@ -59,33 +56,10 @@ def child(method: str, steps: int) -> None:
                       "n_params": model.n_params(policy)}))
 
 
-def time_to_gold(points: pd.DataFrame, threshold: float) -> float:
-    """Wall seconds (evaluations included) until the first evaluation at or above
-    ``threshold``, the fastest run; NaN if no run gets there."""
-    hit = points[(points.gold >= threshold) & (points.step > 0)]
-    return float(hit.seconds.min()) if not hit.empty else float("nan")
-
-
-def table(frontier: pd.DataFrame, sweeps: pd.DataFrame | None, memory: dict,
-          rm_seconds: float) -> pd.DataFrame:
-    from dpolab import results
-    methods = {"DPO": frontier[frontier.method == "DPO"],
-               "PPO": frontier[frontier.method == "PPO (learned RM)"]}
-    sft_gold = frontier[frontier.step == 0].gold.mean()
-    finals = {m: results.final(p) for m, p in methods.items()}
-    best = {m: f.groupby("setting").gold.mean().idxmax() for m, f in finals.items()}
-    gain = min(f.groupby("setting").gold.mean().max() for f in finals.values()) - sft_gold
-    threshold = sft_gold + gain / 2
+def table(memory: dict) -> pd.DataFrame:
     rows = {}
-    for m, p in methods.items():
-        f = finals[m]
-        spread = f.groupby("setting").gold.std().dropna()
+    for m in MODELS:
         n = memory[m]["n_params"]
-        if m == "DPO":
-            effect = {k: sweeps[sweeps.sweep == k].groupby(k).gold.mean().agg(["min", "max"])
-                      .tolist() for k in ("beta", "lr")} if sweeps is not None else {}
-        else:
-            effect = {"kl_coef": f.groupby("setting").gold.mean().agg(["min", "max"]).tolist()}
         rss, base = memory[m]["peak_rss_mb"], memory[m]["rss_after_imports_mb"]
         rows[m] = {
             "pipeline stages": "SFT -> DPO" if m == "DPO" else "SFT -> reward model -> PPO",
@@ -96,39 +70,22 @@ def table(frontier: pd.DataFrame, sweeps: pd.DataFrame | None, memory: dict,
             "model state of a 7B model, GB": sum(MODELS[m].values()) * 7e9 / 2**30,
             "peak RSS of a short run, MB": rss,
             "peak RSS above imports, MB": rss - base,
-            f"gold threshold (SFT {sft_gold:.3f} + half the smaller best gain)": threshold,
-            "wall seconds to the threshold (fastest run)": time_to_gold(p, threshold),
-            "same, with reward-model training": time_to_gold(p, threshold)
-            + (rm_seconds if m == "PPO" else 0.0),
-            "hyperparameters swept: gold range (min, max of means over seeds)": json.dumps(
-                {k: [round(x, 3) for x in v] for k, v in effect.items()}),
-            "seed-to-seed std of final gold (per setting, max)":
-                spread.max() if len(spread) else float("nan"),
-            "best setting": best[m],
-            "final gold, best setting (mean over seeds)": f[f.setting == best[m]].gold.mean(),
-            "final KL, best setting (mean over seeds)": f[f.setting == best[m]].kl.mean(),
         }
     return pd.DataFrame(rows)
 
 
-def plot(frontier: pd.DataFrame, tab: pd.DataFrame, path) -> None:
+def plot(tab: pd.DataFrame, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    for i, (method, group) in enumerate(frontier[frontier.method.isin(
-            ["DPO", "PPO (learned RM)"])].groupby("method")):
-        for j, (_, run) in enumerate(group.groupby(["setting", "seed"])):
-            a.plot(run.seconds, run.gold, "o-", color=f"C{i}", alpha=0.6,
-                   label=method if j == 0 else None)
-    thr = [k for k in tab.index if k.startswith("gold threshold")][0]
-    a.axhline(tab.loc[thr, "DPO"], color="grey", ls="--", label="threshold")
-    a.set(title="Gold reward against wall time", xlabel="wall seconds (evaluations included)",
-          ylabel="mean gold reward")
-    a.legend(fontsize=8)
-    key = "model state, bytes per parameter (fp32 + AdamW)"
-    b.bar(["DPO", "PPO"], tab.loc[key, ["DPO", "PPO"]].astype(float), color=["C0", "C1"])
-    b.set(title="Model state while training", ylabel="bytes per parameter of the policy")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title, unit in (
+            (a, "model state, bytes per parameter (fp32 + AdamW)", "Model state while training",
+             "bytes per parameter of the policy"),
+            (b, "peak RSS above imports, MB", "Peak memory of a short run, above imports",
+             "MB")):
+        ax.bar(["DPO", "PPO"], tab.loc[key, ["DPO", "PPO"]].astype(float), color=["C0", "C1"])
+        ax.set(title=title, ylabel=unit)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
@@ -137,17 +94,11 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         return child(sys.argv[2], int(sys.argv[3]))
     args = setup(__doc__.splitlines()[0])
-    frontier = pd.read_csv(args.out / "frontier.csv")
-    sweeps_path = args.out / "sweeps.csv"
-    sweeps = pd.read_csv(sweeps_path) if sweeps_path.exists() else None
     steps = {"DPO": 2, "PPO": 1} if args.quick else {"DPO": 10, "PPO": 3}
-    memory = {m: peak_memory(m, s) for m, s in steps.items()}
-    runs = pd.read_csv(args.out / "frontier_runs.csv")
-    rm_seconds = float(runs[runs.run == "reward model"].seconds.iloc[0])
-    tab = table(frontier, sweeps, memory, rm_seconds)
+    tab = table({m: peak_memory(m, s) for m, s in steps.items()})
     tab["machine"] = machine()
     tab.to_csv(args.out / "compare.csv", index_label="quantity")
-    plot(frontier, tab, args.out / "compare.png")
+    plot(tab, args.out / "compare.png")
     print(tab.drop(columns="machine").to_string())
 
 

@@ -92,7 +92,7 @@ def main() -> None:
                            batch_size=8, grad_accum=2, warmup_steps=2, max_length=256,
                            precision="fp32", max_new_tokens=48)
     if args.quick:
-        cfg = replace(cfg, n_pairs=16, n_eval=8, max_new_tokens=16)
+        cfg = replace(cfg, n_pairs=4, batch_size=2, n_eval=8, max_new_tokens=16)  # 1 step
     seconds: dict[str, float] = {}
     model, tok = models.load(cfg.model)
     t = time.perf_counter()

@@ -34,3 +34,6 @@ def test_quick_mode_writes_paired_per_prompt_scores(tmp_path):
     assert tuning.groupby("method").size().nunique() == 1  # the same budget for both
     runs = pd.read_csv(tmp_path / "matched_runs.csv")
     assert runs.loc[runs.run == "pairs, tie-free", "gold_ties"].item() == 0.0
+    rm = runs[runs.run.str.startswith("reward model")]
+    # the reward model's cost is in CPU seconds, the unit of every training time it is added to
+    assert len(rm) == 2 and (rm.train_seconds > 0).all()

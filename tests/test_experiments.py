@@ -1,5 +1,5 @@
 """Each experiment's --quick mode runs end to end in a temporary folder and writes its CSV
-(with the columns the notebooks read) and its figure; ``compare`` then reads the others."""
+(with the columns the notebooks read) and its figure."""
 
 import os
 import subprocess
@@ -11,7 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = {
-    "frontier": {"method", "setting", "seed", "step", "seconds", "kl", "gold"},
     "sweeps": {"sweep", "beta", "lr", "step", "gold", "kl", "heldout_accuracy", "epoch"},
     "variants": {"experiment", "loss_type", "flip", "gold", "kl", "heldout_accuracy",
                  "chosen_logp_shift", "rejected_logp_shift", "response_tokens", "labels_used"},
@@ -32,7 +31,7 @@ def out(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(COLUMNS))  # in order: compare reads the others
+@pytest.mark.parametrize("name", list(COLUMNS))
 def test_quick_mode_writes_csv_and_figure(name, out):
     run(name, out)
     table = pd.read_csv(out / f"{name}.csv")

@@ -1,4 +1,4 @@
-"""Reading experiment results: domination, the frontier, the slider views."""
+"""Reading experiment results: the slider views and the matched-KL comparisons."""
 
 import matplotlib
 import numpy as np
@@ -8,41 +8,6 @@ import pytest
 from dpolab import results
 
 matplotlib.use("Agg")
-
-
-def points(rows):
-    return pd.DataFrame(rows, columns=["method", "step", "kl", "gold"])
-
-
-def test_dominated_fraction_needs_both_axes_strictly():
-    p = points([("DPO", 0, 0.0, 0.5), ("DPO", 1, 1.0, 0.8),
-                ("PPO (learned RM)", 0, 0.0, 0.5),
-                ("PPO (learned RM)", 1, 2.0, 0.7),   # beaten: more KL, less gold
-                ("PPO (learned RM)", 2, 0.5, 0.6),   # less KL than any trained DPO point
-                ("PPO (learned RM)", 3, 1.0, 0.7)])  # equal KL: not strictly beaten
-    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == pytest.approx(1 / 3)
-
-
-def test_a_margin_counts_only_clear_wins():
-    p = points([("DPO", 1, 1.0, 0.72), ("PPO (learned RM)", 1, 2.0, 0.70)])
-    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == 1.0
-    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO", margin=0.03) == 0.0
-
-
-def test_step_zero_is_the_sft_model_and_does_not_count():
-    p = points([("DPO", 0, -1.0, 0.9), ("DPO", 1, 1.0, 0.6), ("PPO (learned RM)", 1, 2.0, 0.7)])
-    assert results.dominated_fraction(p, "PPO (learned RM)", "DPO") == 0.0
-
-
-def test_unknown_method_is_a_clear_error():
-    p = points([("DPO", 1, 1.0, 0.6)])
-    with pytest.raises(ValueError, match="methods present are \\['DPO'\\]"):
-        results.dominated_fraction(p, "PPO (learned RM)", "DPO")
-
-
-def test_pareto_keeps_only_unbeaten_points_sorted_by_kl():
-    p = points([("DPO", 1, 1.0, 0.6), ("DPO", 2, 2.0, 0.5), ("DPO", 3, 0.5, 0.4)])
-    assert results.pareto(p).kl.tolist() == [0.5, 1.0]
 
 
 def test_over_seeds_averages_each_setting_and_counts_its_seeds():
@@ -64,8 +29,10 @@ def test_sweep_view_marks_the_nearest_setting_with_its_mean():
 
 
 def test_load_names_the_command_when_results_are_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m experiments.frontier"):
-        results.load("frontier", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m experiments.matched"):
+        results.load("matched_sentiment_scores", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m experiments.ppo_kl`"):
+        results.load("ppo_kl_scores", tmp_path)
 
 
 def matched_runs(gain_b=0.1):
